@@ -1,0 +1,69 @@
+package harness
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"os/exec"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// Probe is what ffprobe saw of an RTSP stream.
+type Probe struct {
+	// Packets counts the video packets read.
+	Packets int
+	// Keyframes counts the packets flagged as keyframes.
+	Keyframes int
+	// Bytes sums the packet sizes.
+	Bytes int
+	// Elapsed is ffprobe's whole run: the RTSP handshake (through a tunnel,
+	// the open too) and the reading.
+	Elapsed time.Duration
+}
+
+// FFProbe reads dur of video from url with ffprobe over TCP-interleaved RTSP
+// (the transport a tunnel carries) and counts the packets. ffprobe is the
+// independent client: it knows nothing of this project.
+func FFProbe(ctx context.Context, url string, dur time.Duration) (Probe, error) {
+	path, err := exec.LookPath("ffprobe")
+	if err != nil {
+		return Probe{}, fmt.Errorf("ffprobe not found (install ffmpeg, e.g. scripts/setup.sh): %w", err)
+	}
+	args := []string{
+		"-v", "error",
+		"-rtsp_transport", "tcp",
+		"-timeout", "10000000", // socket I/O timeout, µs
+		"-select_streams", "v:0",
+		"-read_intervals", fmt.Sprintf("%%+%.1f", dur.Seconds()),
+		"-show_entries", "packet=size,flags",
+		"-of", "csv=p=0",
+		url,
+	}
+	start := time.Now()
+	cmd := exec.CommandContext(ctx, path, args...)
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	err = cmd.Run()
+	p := Probe{Elapsed: time.Since(start)}
+	for _, line := range strings.Split(stdout.String(), "\n") {
+		f := strings.Split(strings.TrimSpace(line), ",")
+		if len(f) < 2 {
+			continue
+		}
+		n, convErr := strconv.Atoi(f[0])
+		if convErr != nil {
+			continue
+		}
+		p.Packets++
+		p.Bytes += n
+		if strings.HasPrefix(f[1], "K") {
+			p.Keyframes++
+		}
+	}
+	if err != nil {
+		return p, fmt.Errorf("ffprobe %s failed: %w: %s", url, err, strings.TrimSpace(stderr.String()))
+	}
+	return p, nil
+}
