@@ -1,0 +1,147 @@
+package app
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/pem"
+	"io"
+	"log/slog"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/rtsptunnel/rtsptunnel/relay/internal/config"
+)
+
+func TestSelfSignedCovers(t *testing.T) {
+	pair, certPEM, err := selfSigned([]string{"relay.example.com", "127.0.0.1", "127.0.0.1", "::1", ""}, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	block, _ := pem.Decode(certPEM)
+	cert, err := x509.ParseCertificate(block.Bytes)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pool := x509.NewCertPool()
+	pool.AddCert(cert)
+	for _, name := range []string{"relay.example.com", "127.0.0.1", "::1"} {
+		if _, err := cert.Verify(x509.VerifyOptions{Roots: pool, DNSName: name}); err != nil {
+			t.Errorf("certificate does not verify for %s: %v", name, err)
+		}
+	}
+	if len(cert.IPAddresses) != 2 || len(pair.Certificate) != 1 {
+		t.Errorf("IPs %v", cert.IPAddresses)
+	}
+}
+
+// TestWebsocketTLSModes starts the relay with each way of serving the
+// websocket endpoint and checks that an unauthorized dial gets 401 over the
+// expected transport.
+func TestWebsocketTLSModes(t *testing.T) {
+	dir := t.TempDir()
+	// A pair written to files, as an operator would provide.
+	pair, filePEM, err := selfSigned([]string{"127.0.0.1"}, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	certFile, keyFile := filepath.Join(dir, "tls.crt"), filepath.Join(dir, "tls.key")
+	os.WriteFile(certFile, filePEM, 0o600)
+	keyDER, _ := x509.MarshalPKCS8PrivateKey(pair.PrivateKey)
+	os.WriteFile(keyFile, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: keyDER}), 0o600)
+
+	tests := []struct {
+		name   string
+		set    func(*config.Config)
+		scheme string
+		caPEM  func(a *App) []byte
+	}{
+		{"cert files", func(c *config.Config) { c.TLSCertFile, c.TLSKeyFile = certFile, keyFile }, "wss",
+			func(*App) []byte { return filePEM }},
+		{"self-signed", func(c *config.Config) { c.SelfSigned = true }, "wss",
+			func(a *App) []byte { b, _ := os.ReadFile(a.Ready().CAFile); return b }},
+		{"insecure", func(c *config.Config) { c.InsecureWS = true }, "ws", nil},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			cfg := config.Default()
+			cfg.WebsocketListen, cfg.MetricsListen = "127.0.0.1:0", ""
+			cfg.IoTHub.ConnectionString = "HostName=h;SharedAccessKeyName=s;SharedAccessKey=a2V5"
+			cfg.Cameras = []config.Camera{{Name: "c", DeviceID: "d", LocalPort: 554, Listen: "127.0.0.1:0"}}
+			tt.set(cfg)
+			if err := cfg.Validate(); err != nil {
+				t.Fatal(err)
+			}
+			a := &App{Config: cfg, Logger: slog.New(slog.NewTextHandler(io.Discard, nil)), Registry: prometheus.NewRegistry()}
+			if err := a.Initialize(); err != nil {
+				t.Fatal(err)
+			}
+			defer a.Close()
+			u := a.Ready().WebsocketURL
+			if !strings.HasPrefix(u, tt.scheme+"://127.0.0.1:") {
+				t.Fatalf("websocketURL %q", u)
+			}
+			tr := &http.Transport{}
+			if tt.caPEM != nil {
+				pool := x509.NewCertPool()
+				if !pool.AppendCertsFromPEM(tt.caPEM(a)) {
+					t.Fatal("no CA")
+				}
+				tr.TLSClientConfig = &tls.Config{RootCAs: pool}
+			}
+			defer tr.CloseIdleConnections()
+			httpURL := "http" + strings.TrimPrefix(u, "ws") + "/tunnels/nope"
+			req, _ := http.NewRequestWithContext(ctx, http.MethodGet, httpURL, nil)
+			req.Header.Set("Authorization", "Bearer x")
+			resp, err := (&http.Client{Transport: tr}).Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			resp.Body.Close()
+			if resp.StatusCode != http.StatusUnauthorized {
+				t.Fatalf("status %d, want 401", resp.StatusCode)
+			}
+			if tt.scheme == "wss" && resp.TLS == nil {
+				t.Fatal("not TLS")
+			}
+			if resp.TLS != nil && resp.TLS.NegotiatedProtocol == "h2" {
+				t.Fatal("HTTP/2 negotiated; websockets need HTTP/1.1")
+			}
+		})
+	}
+}
+
+func TestInitializeErrorsNameTheSetting(t *testing.T) {
+	tests := []struct {
+		name string
+		set  func(*config.Config)
+		want string
+	}{
+		{"missing cert", func(c *config.Config) { c.TLSCertFile, c.TLSKeyFile = "/nonexistent.crt", "/nonexistent.key" }, "tlsCertFile/tlsKeyFile"},
+		{"missing hub CA", func(c *config.Config) { c.InsecureWS = true; c.IoTHub.CAFile = "/nonexistent.pem" }, "iotHub.caFile"},
+		{"bad ws listen", func(c *config.Config) { c.InsecureWS = true; c.WebsocketListen = "192.0.2.1:1" }, "websocketListen"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			cfg := config.Default()
+			cfg.WebsocketListen, cfg.MetricsListen = "127.0.0.1:0", ""
+			cfg.IoTHub.ConnectionString = "HostName=h;SharedAccessKeyName=s;SharedAccessKey=a2V5"
+			cfg.Cameras = []config.Camera{{Name: "c", DeviceID: "d", LocalPort: 554, Listen: "127.0.0.1:0"}}
+			tt.set(cfg)
+			a := &App{Config: cfg, Logger: slog.New(slog.NewTextHandler(io.Discard, nil)), Registry: prometheus.NewRegistry()}
+			err := a.Initialize()
+			if err == nil || !strings.Contains(err.Error(), tt.want) {
+				t.Fatalf("Initialize: %v, want an error naming %s", err, tt.want)
+			}
+			a.Close()
+		})
+	}
+}

@@ -1,0 +1,345 @@
+package config
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"net/url"
+	"regexp"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/rtsptunnel/rtsptunnel/relay/internal/iothub"
+)
+
+// Config is the relay's configuration. Each field is one setting; its json
+// tag is the setting's name in the config file and in error messages. The
+// settings table in settings.go documents each one, with its flag and
+// environment variable, and is checked against this struct by a test.
+type Config struct {
+	// PublicURL is the websocket base URL modules dial, e.g.
+	// "wss://relay.example.com:8443". Session URLs are
+	// PublicURL + "/tunnels/<session id>". Empty means derived from the
+	// websocket listener's actual address (local use only).
+	PublicURL string `json:"publicURL"`
+	// WebsocketListen is the address the websocket endpoint listens on.
+	WebsocketListen string `json:"websocketListen"`
+	// TLSCertFile and TLSKeyFile are the websocket endpoint's PEM
+	// certificate chain and key.
+	TLSCertFile string `json:"tlsCertFile"`
+	TLSKeyFile  string `json:"tlsKeyFile"`
+	// SelfSigned generates a self-signed certificate at start-up instead.
+	SelfSigned bool `json:"selfSigned"`
+	// SelfSignedCertFile is where the generated certificate's PEM is
+	// written (for the module's RTSPTUNNEL_REMOTECAFILE); empty means a new
+	// file in the temporary directory, reported in the ready line.
+	SelfSignedCertFile string `json:"selfSignedCertFile"`
+	// InsecureWS serves plain ws:// (no TLS), e.g. behind a TLS-terminating
+	// proxy or for tests.
+	InsecureWS bool `json:"insecureWS"`
+	// MetricsListen is the address of /metrics and /healthz; empty disables.
+	MetricsListen string `json:"metricsListen"`
+	// MethodResponseTimeout is tunnelOpen's responseTimeoutInSeconds.
+	MethodResponseTimeout Duration `json:"methodResponseTimeout"`
+	// SessionWaitTimeout bounds the time from a player's connect until the
+	// module's websocket is up.
+	SessionWaitTimeout Duration `json:"sessionWaitTimeout"`
+	// TokenTTL is how long a session token stays valid.
+	TokenTTL Duration `json:"tokenTTL"`
+	// MaxSessionsPerCamera limits concurrent sessions per camera; 0 means
+	// no limit.
+	MaxSessionsPerCamera int `json:"maxSessionsPerCamera"`
+	// LogLevel is debug, info, warn or error.
+	LogLevel string `json:"logLevel"`
+	// IoTHub selects how the relay calls IoT Hub.
+	IoTHub IoTHub `json:"iotHub"`
+	// Cameras lists the cameras the relay serves.
+	Cameras []Camera `json:"cameras"`
+}
+
+// IoTHub holds the IoT Hub service API settings.
+type IoTHub struct {
+	// Auth is "sas" (a service connection string), "entra" (Microsoft
+	// Entra ID through azidentity's default credential chain) or empty:
+	// sas when a connection string is set, entra otherwise.
+	Auth string `json:"auth"`
+	// ConnectionString is a service connection string
+	// "HostName=..;SharedAccessKeyName=..;SharedAccessKey=..".
+	ConnectionString string `json:"connectionString"`
+	// ServiceURL replaces https://{iotHubHost} as the REST base URL, e.g.
+	// the emulator's "https://127.0.0.2:44321".
+	ServiceURL string `json:"serviceURL"`
+	// CAFile is a PEM bundle trusted for the REST API in addition to the
+	// system roots.
+	CAFile string `json:"caFile"`
+}
+
+// Camera is one camera behind an rtsptunnel module.
+type Camera struct {
+	// Name identifies the camera in logs, metrics and the ready line.
+	Name string `json:"name"`
+	// IoTHubHost is the hub's host name; empty means the connection
+	// string's HostName.
+	IoTHubHost string `json:"iotHubHost"`
+	// DeviceID is the IoT Edge (or plain IoT) device.
+	DeviceID string `json:"deviceId"`
+	// ModuleID is the rtsptunnel module; empty for a plain device app.
+	ModuleID string `json:"moduleId"`
+	// LocalPort is tunnelOpen's localPort: the module's key for the camera.
+	LocalPort int `json:"localPort"`
+	// RTSPPath is the camera's stream path, used only to print a complete
+	// RTSP URL in the ready line; bytes are relayed unchanged.
+	RTSPPath string `json:"rtspPath"`
+	// Listen is the TCP address players connect to for this camera.
+	Listen string `json:"listen"`
+}
+
+// Auth modes.
+const (
+	AuthSAS   = "sas"
+	AuthEntra = "entra"
+)
+
+// Default returns the configuration with every default applied.
+func Default() *Config {
+	return &Config{
+		WebsocketListen:       ":8443",
+		MetricsListen:         "127.0.0.1:9601",
+		MethodResponseTimeout: Duration(15 * time.Second),
+		SessionWaitTimeout:    Duration(20 * time.Second),
+		TokenTTL:              Duration(20 * time.Second),
+		MaxSessionsPerCamera:  16,
+		LogLevel:              "info",
+	}
+}
+
+var cameraName = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$`)
+
+// Validate checks every setting and returns all problems joined, each
+// naming its setting.
+func (c *Config) Validate() error {
+	var errs []error
+	bad := func(path, format string, args ...any) {
+		errs = append(errs, fmt.Errorf("%s: %s", path, fmt.Sprintf(format, args...)))
+	}
+
+	// Websocket endpoint and TLS.
+	if err := checkAddr(c.WebsocketListen, false); err != nil {
+		bad("websocketListen", "%v", err)
+	}
+	modes := 0
+	if c.TLSCertFile != "" || c.TLSKeyFile != "" {
+		modes++
+		if c.TLSCertFile == "" {
+			bad("tlsCertFile", "required when tlsKeyFile is set")
+		}
+		if c.TLSKeyFile == "" {
+			bad("tlsKeyFile", "required when tlsCertFile is set")
+		}
+	}
+	if c.SelfSigned {
+		modes++
+	}
+	if c.InsecureWS {
+		modes++
+	}
+	switch {
+	case modes == 0:
+		bad("tlsCertFile", "required: set tlsCertFile and tlsKeyFile, or selfSigned, or insecureWS")
+	case modes > 1:
+		bad("insecureWS", "tlsCertFile/tlsKeyFile, selfSigned and insecureWS are mutually exclusive")
+	}
+	if c.SelfSignedCertFile != "" && !c.SelfSigned {
+		bad("selfSignedCertFile", "only meaningful with selfSigned")
+	}
+	if c.PublicURL != "" {
+		if err := checkPublicURL(c.PublicURL, c.InsecureWS); err != nil {
+			bad("publicURL", "%v", err)
+		}
+	}
+	if c.MetricsListen != "" {
+		if err := checkAddr(c.MetricsListen, false); err != nil {
+			bad("metricsListen", "%v", err)
+		}
+	}
+
+	// Timing.
+	if d := time.Duration(c.MethodResponseTimeout); d < 5*time.Second || d > 300*time.Second {
+		bad("methodResponseTimeout", "must be between 5s and 300s (IoT Hub's range), got %v", d)
+	}
+	if d := time.Duration(c.SessionWaitTimeout); d <= 0 || d > 10*time.Minute {
+		bad("sessionWaitTimeout", "must be between 1ns and 10m, got %v", d)
+	}
+	if d := time.Duration(c.TokenTTL); d <= 0 || d > 10*time.Minute {
+		bad("tokenTTL", "must be between 1ns and 10m, got %v", d)
+	}
+	if c.MaxSessionsPerCamera < 0 {
+		bad("maxSessionsPerCamera", "must be 0 (no limit) or more, got %d", c.MaxSessionsPerCamera)
+	}
+	switch strings.ToLower(c.LogLevel) {
+	case "debug", "info", "warn", "error":
+	default:
+		bad("logLevel", "must be debug, info, warn or error, got %q", c.LogLevel)
+	}
+
+	// IoT Hub.
+	var cs *iothub.ConnectionString
+	if c.IoTHub.ConnectionString != "" {
+		var err error
+		if cs, err = iothub.ParseConnectionString(c.IoTHub.ConnectionString); err != nil {
+			bad("iotHub.connectionString", "%v", err)
+		}
+	}
+	switch c.IoTHub.Auth {
+	case "", AuthEntra:
+	case AuthSAS:
+		if c.IoTHub.ConnectionString == "" {
+			bad("iotHub.connectionString", "required with auth %q (or set IOTHUB_SERVICE_CONNECTION_STRING)", AuthSAS)
+		}
+	default:
+		bad("iotHub.auth", "must be %q, %q or empty, got %q", AuthSAS, AuthEntra, c.IoTHub.Auth)
+	}
+	if c.IoTHub.ServiceURL != "" {
+		u, err := url.Parse(c.IoTHub.ServiceURL)
+		switch {
+		case err != nil:
+			bad("iotHub.serviceURL", "not a URL")
+		case u.Scheme != "https" || u.Host == "":
+			bad("iotHub.serviceURL", "must be an absolute https:// URL, got %q", c.IoTHub.ServiceURL)
+		case u.RawQuery != "" || u.Fragment != "":
+			bad("iotHub.serviceURL", "must not have a query or fragment")
+		}
+	}
+	useSAS := c.AuthMode() == AuthSAS
+
+	// Cameras.
+	if len(c.Cameras) == 0 {
+		bad("cameras", "at least one camera is required")
+	}
+	names := map[string]int{}
+	listens := map[string]int{}
+	for i, cam := range c.Cameras {
+		p := fmt.Sprintf("cameras[%d]", i)
+		if !cameraName.MatchString(cam.Name) {
+			bad(p+".name", "must be 1..63 letters, digits, '.', '_' or '-', starting with a letter or digit, got %q", cam.Name)
+		} else if j, dup := names[cam.Name]; dup {
+			bad(p+".name", "duplicate of cameras[%d].name %q", j, cam.Name)
+		} else {
+			names[cam.Name] = i
+		}
+		if cam.DeviceID == "" {
+			bad(p+".deviceId", "required")
+		} else if err := checkID(cam.DeviceID); err != nil {
+			bad(p+".deviceId", "%v", err)
+		}
+		if cam.ModuleID != "" {
+			if err := checkID(cam.ModuleID); err != nil {
+				bad(p+".moduleId", "%v", err)
+			}
+		}
+		if cam.LocalPort < 1 || cam.LocalPort > 65535 {
+			bad(p+".localPort", "must be 1..65535, got %d", cam.LocalPort)
+		}
+		if strings.ContainsAny(cam.RTSPPath, " \t\r\n?#") {
+			bad(p+".rtspPath", "must not contain spaces, '?' or '#', got %q", cam.RTSPPath)
+		}
+		if cam.Listen == "" {
+			bad(p+".listen", "required (e.g. 127.0.0.1:8554)")
+		} else if err := checkAddr(cam.Listen, false); err != nil {
+			bad(p+".listen", "%v", err)
+		} else if _, port, _ := net.SplitHostPort(cam.Listen); port != "0" {
+			if j, dup := listens[cam.Listen]; dup {
+				bad(p+".listen", "same address as cameras[%d].listen", j)
+			}
+			listens[cam.Listen] = i
+		}
+		switch {
+		case cam.IoTHubHost == "" && cs == nil:
+			bad(p+".iotHubHost", "required when no service connection string is set")
+		case cam.IoTHubHost != "" && !validHost(cam.IoTHubHost):
+			bad(p+".iotHubHost", "must be a host name like myhub.azure-devices.net, got %q", cam.IoTHubHost)
+		case useSAS && cs != nil && cam.IoTHubHost != "" && !strings.EqualFold(cam.IoTHubHost, cs.HostName):
+			bad(p+".iotHubHost", "%q differs from the connection string's HostName %q; SAS auth covers one hub (use auth %q for several)", cam.IoTHubHost, cs.HostName, AuthEntra)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// AuthMode resolves IoTHub.Auth: sas or entra.
+func (c *Config) AuthMode() string {
+	if c.IoTHub.Auth != "" {
+		return c.IoTHub.Auth
+	}
+	if c.IoTHub.ConnectionString != "" {
+		return AuthSAS
+	}
+	return AuthEntra
+}
+
+// HubHost returns the IoT Hub host for cam: its IoTHubHost, or the
+// connection string's HostName. Call it only on a validated Config.
+func (c *Config) HubHost(cam Camera) string {
+	if cam.IoTHubHost != "" {
+		return cam.IoTHubHost
+	}
+	if cs, err := iothub.ParseConnectionString(c.IoTHub.ConnectionString); err == nil {
+		return cs.HostName
+	}
+	return ""
+}
+
+func checkAddr(addr string, hostRequired bool) error {
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return fmt.Errorf("must be host:port, got %q", addr)
+	}
+	if hostRequired && host == "" {
+		return fmt.Errorf("must name a host, got %q", addr)
+	}
+	n, err := strconv.Atoi(port)
+	if err != nil || n < 0 || n > 65535 {
+		return fmt.Errorf("port must be 0..65535, got %q", port)
+	}
+	return nil
+}
+
+func checkPublicURL(s string, insecure bool) error {
+	u, err := url.Parse(s)
+	if err != nil {
+		return fmt.Errorf("not a URL: %q", s)
+	}
+	switch {
+	case u.Scheme == "ws" && !insecure:
+		return fmt.Errorf("ws:// needs insecureWS; use wss://, got %q", s)
+	case u.Scheme != "wss" && u.Scheme != "ws":
+		return fmt.Errorf("must be a wss:// URL, got %q", s)
+	case u.Host == "" || u.Hostname() == "":
+		return fmt.Errorf("must name a host, got %q", s)
+	case u.User != nil || u.RawQuery != "" || u.Fragment != "":
+		return fmt.Errorf("must not have user info, query or fragment, got %q", s)
+	}
+	return nil
+}
+
+// checkID applies IoT Hub's device/module id rules: up to 128 ASCII
+// letters, digits and - . + % _ # * ? ! ( ) , : = @ $ '.
+func checkID(id string) error {
+	if len(id) > 128 {
+		return fmt.Errorf("longer than 128 characters")
+	}
+	for _, r := range id {
+		if r < 0x80 && (r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || strings.ContainsRune("-.+%_#*?!(),:=@$'", r)) {
+			continue
+		}
+		return fmt.Errorf("character %q is not allowed in IoT Hub ids", r)
+	}
+	return nil
+}
+
+func validHost(h string) bool {
+	if strings.ContainsAny(h, "/:@ ?#") {
+		return false
+	}
+	return h != ""
+}

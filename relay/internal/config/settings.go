@@ -1,0 +1,358 @@
+package config
+
+import (
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"reflect"
+	"strconv"
+	"strings"
+	"text/tabwriter"
+)
+
+// setting documents one configuration field. The table below is the one
+// place where flags and environment variables are named; a test checks that
+// it covers every field of Config and nothing else.
+type setting struct {
+	Path string // JSON path in the config file; "cameras[]." for camera fields
+	Flag string // command-line flag without dashes; empty for none
+	Arg  string // flag argument name in --help
+	Env  string // environment variable; empty for none
+	Help string
+}
+
+// EnvVars lists the environment variables the relay reads. They are the
+// ones the IoT Hub emulator writes into its service.env.
+var EnvVars = []string{"IOTHUB_SERVICE_CONNECTION_STRING", "IOTHUB_SERVICE_URL", "IOTHUB_CA_FILE"}
+
+var settings = []setting{
+	{"publicURL", "public-url", "URL", "", "websocket base URL that modules dial, wss://host[:port][/prefix]; a session's URL is <publicURL>/tunnels/<session id>. Default: derived from the websocket listener's address (local use only)"},
+	{"websocketListen", "ws-listen", "ADDR", "", "listen address of the websocket endpoint (default \":8443\")"},
+	{"tlsCertFile", "tls-cert", "FILE", "", "PEM certificate chain of the websocket endpoint"},
+	{"tlsKeyFile", "tls-key", "FILE", "", "PEM private key of the websocket endpoint"},
+	{"selfSigned", "self-signed", "", "", "generate a self-signed certificate at start-up (local use); its PEM goes to selfSignedCertFile for the module's RTSPTUNNEL_REMOTECAFILE"},
+	{"selfSignedCertFile", "self-signed-cert-file", "FILE", "", "where --self-signed writes the certificate PEM (default: a new file in the temporary directory, named in the ready line as caFile)"},
+	{"insecureWS", "insecure-ws", "", "", "serve plain ws:// without TLS (behind a TLS-terminating proxy, or tests); the module must also allow insecure ws"},
+	{"metricsListen", "metrics-listen", "ADDR", "", "listen address of /metrics and /healthz; empty disables (default \"127.0.0.1:9601\")"},
+	{"methodResponseTimeout", "method-timeout", "DURATION", "", "tunnelOpen responseTimeoutInSeconds, 5s..300s (default 15s)"},
+	{"sessionWaitTimeout", "session-wait", "DURATION", "", "how long a player waits for the module's websocket before it is disconnected (default 20s)"},
+	{"tokenTTL", "token-ttl", "DURATION", "", "lifetime of a session's single-use token (default 20s)"},
+	{"maxSessionsPerCamera", "max-sessions", "N", "", "concurrent player sessions per camera, 0 = no limit (default 16)"},
+	{"logLevel", "log-level", "LEVEL", "", "debug, info, warn or error (default info)"},
+	{"iotHub.auth", "iothub-auth", "MODE", "", "sas (service connection string) or entra (Microsoft Entra ID, azidentity default credential chain, scope https://iothubs.azure.net/.default); default: sas when a connection string is set, else entra"},
+	{"iotHub.connectionString", "iothub-connection-string", "STRING", "IOTHUB_SERVICE_CONNECTION_STRING", "IoT Hub service connection string HostName=..;SharedAccessKeyName=..;SharedAccessKey=.. (policy with ServiceConnect); prefer the environment variable, flags are visible to other users"},
+	{"iotHub.serviceURL", "iothub-service-url", "URL", "IOTHUB_SERVICE_URL", "IoT Hub REST base URL replacing https://<iotHubHost>, e.g. the emulator's https://127.0.0.2:44321"},
+	{"iotHub.caFile", "iothub-ca-file", "FILE", "IOTHUB_CA_FILE", "PEM bundle trusted for the IoT Hub REST API in addition to the system roots"},
+	{"cameras", "camera", "SPEC", "", "a camera as comma-separated key=value pairs with the cameras[] keys below, e.g. name=cam1,deviceId=edge1,moduleId=rtsptunnel,localPort=554,listen=127.0.0.1:8554; repeatable; replaces the config file's cameras"},
+	{"cameras[].name", "", "", "", "camera name for logs, metrics and the ready line (letters, digits, . _ -); required, unique"},
+	{"cameras[].iotHubHost", "", "", "", "IoT Hub host name, e.g. myhub.azure-devices.net; default: the connection string's HostName"},
+	{"cameras[].deviceId", "", "", "", "device id of the IoT Edge device (or plain device); required"},
+	{"cameras[].moduleId", "", "", "", "module id of the rtsptunnel module; empty calls the method on the device itself"},
+	{"cameras[].localPort", "", "", "", "tunnelOpen localPort, the module's key for this camera, 1..65535; required"},
+	{"cameras[].rtspPath", "", "", "", "the camera's stream path, only used to print a complete rtspURL in the ready line"},
+	{"cameras[].listen", "", "", "", "TCP address where players connect for this camera, e.g. 127.0.0.1:8554 (port 0 picks a free port); required"},
+}
+
+// Load builds the configuration from args (the command line without the
+// program name) and getenv: defaults, then the --config file, then the
+// environment, then flags, then Validate. With -h or --help it writes the
+// usage to out and returns flag.ErrHelp. Errors name the offending flag or
+// setting.
+func Load(args []string, getenv func(string) string, out io.Writer) (*Config, error) {
+	fs := flag.NewFlagSet("relay", flag.ContinueOnError)
+	fs.SetOutput(io.Discard) // errors are returned, help is written below
+	configPath := fs.String("config", "", "JSON config file (strict: unknown keys are errors)")
+	var sets []assignment
+	var cams []string
+	for _, s := range settings {
+		switch {
+		case s.Flag == "":
+		case s.Path == "cameras":
+			fs.Func(s.Flag, s.Help, func(v string) error { cams = append(cams, v); return nil })
+		default:
+			fs.Var(&flagValue{path: s.Path, sets: &sets}, s.Flag, s.Help)
+		}
+	}
+	fs.Usage = func() {}
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			writeUsage(out, fs)
+		}
+		return nil, err
+	}
+	if fs.NArg() > 0 {
+		return nil, fmt.Errorf("unexpected argument %q (settings are flags or the --config file)", fs.Arg(0))
+	}
+
+	cfg := Default()
+	if *configPath != "" {
+		data, err := os.ReadFile(*configPath)
+		if err != nil {
+			return nil, fmt.Errorf("failed to read config: %w", err)
+		}
+		if err := Decode(data, cfg); err != nil {
+			return nil, fmt.Errorf("config file %s: %w", *configPath, err)
+		}
+	}
+	for _, s := range settings {
+		if s.Env == "" {
+			continue
+		}
+		if v := getenv(s.Env); v != "" {
+			if err := setPath(cfg, s.Path, v); err != nil {
+				return nil, fmt.Errorf("%s (from %s): %w", s.Path, s.Env, err)
+			}
+		}
+	}
+	for _, a := range sets {
+		if err := setPath(cfg, a.path, a.value); err != nil {
+			return nil, fmt.Errorf("%s: %w", a.path, err) // checked at parse time already
+		}
+	}
+	if len(cams) > 0 {
+		cfg.Cameras = nil
+		for i, spec := range cams {
+			cam, err := ParseCamera(spec)
+			if err != nil {
+				return nil, fmt.Errorf("--camera #%d: %w", i+1, err)
+			}
+			cfg.Cameras = append(cfg.Cameras, cam)
+		}
+	}
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	return cfg, nil
+}
+
+// Decode decodes a JSON config file over cfg (which normally holds the
+// defaults). Unknown keys and wrong types are errors naming their path.
+func Decode(data []byte, cfg *Config) error {
+	var probe any
+	if err := json.Unmarshal(data, &probe); err != nil {
+		var se *json.SyntaxError
+		if errors.As(err, &se) {
+			line, col := position(data, se.Offset)
+			return fmt.Errorf("invalid JSON at line %d, column %d: %w", line, col, err)
+		}
+		return fmt.Errorf("invalid JSON: %w", err)
+	}
+	return decodeStrict(data, cfg)
+}
+
+// ParseCamera parses a --camera spec: comma-separated key=value pairs whose
+// keys are the cameras[] setting names.
+func ParseCamera(spec string) (Camera, error) {
+	var cam Camera
+	fields := jsonFields(reflect.TypeFor[Camera]())
+	obj := map[string]any{}
+	for pair := range strings.SplitSeq(spec, ",") {
+		k, v, ok := strings.Cut(strings.TrimSpace(pair), "=")
+		if !ok {
+			return cam, fmt.Errorf("%q is not key=value", pair)
+		}
+		i, ok := fields[k]
+		if !ok {
+			return cam, fmt.Errorf("%s: unknown setting", k)
+		}
+		if reflect.TypeFor[Camera]().Field(i).Type.Kind() == reflect.Int {
+			n, err := strconv.Atoi(v)
+			if err != nil {
+				return cam, fmt.Errorf("%s: must be an integer, got %q", k, v)
+			}
+			obj[k] = n
+		} else {
+			obj[k] = v
+		}
+	}
+	data, err := json.Marshal(obj)
+	if err != nil {
+		return cam, err
+	}
+	return cam, decodeStrict(data, &cam)
+}
+
+type assignment struct{ path, value string }
+
+// flagValue records a flag's value for application after the file and the
+// environment; Set checks the value's type right away.
+type flagValue struct {
+	path string
+	sets *[]assignment
+}
+
+func (f *flagValue) String() string { return "" }
+
+func (f *flagValue) Set(v string) error {
+	if err := setPath(Default(), f.path, v); err != nil {
+		return err
+	}
+	*f.sets = append(*f.sets, assignment{f.path, v})
+	return nil
+}
+
+// IsBoolFlag lets boolean settings be given as a bare --flag.
+func (f *flagValue) IsBoolFlag() bool {
+	v, err := fieldByPath(Default(), f.path)
+	return err == nil && v.Kind() == reflect.Bool
+}
+
+// setPath sets the field at a dotted JSON path from its text form.
+func setPath(cfg *Config, path, value string) error {
+	v, err := fieldByPath(cfg, path)
+	if err != nil {
+		return err
+	}
+	if d, ok := v.Addr().Interface().(*Duration); ok {
+		return d.Set(value)
+	}
+	switch v.Kind() {
+	case reflect.String:
+		v.SetString(value)
+	case reflect.Bool:
+		b, err := strconv.ParseBool(value)
+		if err != nil {
+			return fmt.Errorf("must be true or false, got %q", value)
+		}
+		v.SetBool(b)
+	case reflect.Int:
+		n, err := strconv.Atoi(value)
+		if err != nil {
+			return fmt.Errorf("must be an integer, got %q", value)
+		}
+		v.SetInt(int64(n))
+	default:
+		return fmt.Errorf("cannot be set from text")
+	}
+	return nil
+}
+
+func fieldByPath(cfg *Config, path string) (reflect.Value, error) {
+	v := reflect.ValueOf(cfg).Elem()
+	for part := range strings.SplitSeq(path, ".") {
+		if v.Kind() != reflect.Struct {
+			return reflect.Value{}, fmt.Errorf("no setting %q", path)
+		}
+		i, ok := jsonFields(v.Type())[part]
+		if !ok {
+			return reflect.Value{}, fmt.Errorf("no setting %q", path)
+		}
+		v = v.Field(i)
+	}
+	return v, nil
+}
+
+func position(data []byte, offset int64) (line, col int) {
+	line, col = 1, 1
+	for i := int64(0); i < offset && i < int64(len(data)); i++ {
+		if data[i] == '\n' {
+			line++
+			col = 1
+		} else {
+			col++
+		}
+	}
+	return line, col
+}
+
+// Example is a complete config file, shown by --help and checked by a test.
+const Example = `{
+  "publicURL": "wss://relay.example.com:8443",
+  "websocketListen": ":8443",
+  "tlsCertFile": "/etc/relay/tls.crt",
+  "tlsKeyFile": "/etc/relay/tls.key",
+  "metricsListen": "127.0.0.1:9601",
+  "methodResponseTimeout": "15s",
+  "sessionWaitTimeout": "20s",
+  "tokenTTL": "20s",
+  "maxSessionsPerCamera": 16,
+  "logLevel": "info",
+  "iotHub": {
+    "auth": "sas",
+    "connectionString": "HostName=myhub.azure-devices.net;SharedAccessKeyName=service;SharedAccessKey=c2VjcmV0",
+    "serviceURL": "",
+    "caFile": ""
+  },
+  "cameras": [
+    {"name": "door", "iotHubHost": "myhub.azure-devices.net", "deviceId": "edge1",
+     "moduleId": "rtsptunnel", "localPort": 554, "rtspPath": "stream1", "listen": "127.0.0.1:8554"},
+    {"name": "yard", "deviceId": "pi-yard", "moduleId": "", "localPort": 554, "listen": "127.0.0.1:8555"}
+  ]
+}`
+
+func writeUsage(out io.Writer, fs *flag.FlagSet) {
+	fmt.Fprint(out, `Usage: relay [flags]
+
+relay is the self-hosted cloud side of rtsptunnel. It serves ordinary RTSP
+players on one TCP port per camera. For each player connection it mints a
+session (a single-use bearer token and the URL <publicURL>/tunnels/<id>),
+calls the tunnelOpen direct method on the camera's rtsptunnel module through
+the IoT Hub service REST API, waits for the module's websocket, checks the
+token (a missing, wrong, reused or expired token gets HTTP 401), and then
+splices the player's TCP stream and the websocket's binary messages unchanged.
+When the tunnel cannot be opened the player gets "RTSP/1.0 503 Service
+Unavailable" to its first request (if it sent one) and is disconnected, and
+one log line gives the method's status and body.
+
+Settings are applied in the order: defaults, --config file, environment,
+flags.
+
+Flags:
+`)
+	tw := tabwriter.NewWriter(out, 0, 8, 2, ' ', 0)
+	fs.VisitAll(func(f *flag.Flag) {
+		arg := "FILE"
+		path := ""
+		for _, s := range settings {
+			if s.Flag == f.Name {
+				arg, path = s.Arg, s.Path
+			}
+		}
+		name := "--" + f.Name
+		if arg != "" {
+			name += " " + arg
+		}
+		if path != "" && path != "cameras" {
+			path = " [" + path + "]"
+		} else {
+			path = ""
+		}
+		fmt.Fprintf(tw, "  %s\t%s%s\n", name, f.Usage, path)
+	})
+	fmt.Fprintf(tw, "  -h, --help\tshow this help\n")
+	tw.Flush()
+
+	fmt.Fprint(out, "\nConfig file settings (JSON keys):\n")
+	tw = tabwriter.NewWriter(out, 0, 8, 2, ' ', 0)
+	for _, s := range settings {
+		fmt.Fprintf(tw, "  %s\t%s\n", s.Path, s.Help)
+	}
+	tw.Flush()
+
+	fmt.Fprint(out, "\nEnvironment (as written by the emulator's service.env):\n")
+	tw = tabwriter.NewWriter(out, 0, 8, 2, ' ', 0)
+	for _, s := range settings {
+		if s.Env != "" {
+			fmt.Fprintf(tw, "  %s\t%s\n", s.Env, s.Path)
+		}
+	}
+	tw.Flush()
+
+	fmt.Fprintf(out, `
+Example config file:
+%s
+
+Output: logs are JSON lines on stderr (tokens are never logged). When every
+listener is up, one JSON line is written to stdout, for example:
+  {"ready":true,"websocketURL":"wss://127.0.0.1:8443","websocketListen":"127.0.0.1:8443",
+   "metricsURL":"http://127.0.0.1:9601/metrics","caFile":"/tmp/relay-ca-123.pem",
+   "cameras":[{"name":"door","listen":"127.0.0.1:8554","rtspURL":"rtsp://127.0.0.1:8554/stream1"}]}
+metricsURL and caFile are omitted when not applicable.
+
+SIGTERM or SIGINT stops the listeners, closes every session and exits 0.
+Exit status 2 means bad flags or configuration, 1 a start-up failure.
+`, Example)
+}

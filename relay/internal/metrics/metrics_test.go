@@ -1,0 +1,68 @@
+package metrics
+
+import (
+	"strings"
+	"testing"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+)
+
+func TestLint(t *testing.T) {
+	reg := prometheus.NewPedanticRegistry()
+	m, err := New(reg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m.InitCamera("cam1")
+	m.SessionsTotal.WithLabelValues("cam1", OutcomeOK).Inc()
+	m.MethodCalls.WithLabelValues(MethodStatus(200, 200)).Inc()
+	m.OpenDuration.Observe(0.2)
+	problems, err := testutil.GatherAndLint(reg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range problems {
+		t.Errorf("lint %s: %s", p.Metric, p.Text)
+	}
+	if _, err := New(reg); err == nil {
+		t.Fatal("registering twice succeeded")
+	}
+	want := `
+# HELP relay_sessions_total Player sessions ended, by camera and outcome.
+# TYPE relay_sessions_total counter
+relay_sessions_total{camera="cam1",outcome="error"} 0
+relay_sessions_total{camera="cam1",outcome="method_error"} 0
+relay_sessions_total{camera="cam1",outcome="method_failed"} 0
+relay_sessions_total{camera="cam1",outcome="ok"} 1
+relay_sessions_total{camera="cam1",outcome="player_gone"} 0
+relay_sessions_total{camera="cam1",outcome="rejected"} 0
+relay_sessions_total{camera="cam1",outcome="shutdown"} 0
+relay_sessions_total{camera="cam1",outcome="timeout"} 0
+`
+	if err := testutil.GatherAndCompare(reg, strings.NewReader(want), "relay_sessions_total"); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestMethodStatus(t *testing.T) {
+	tests := []struct {
+		hub, module int
+		want        string
+	}{
+		{200, 200, "200"},
+		{200, 400, "400"},
+		{200, 502, "502"},
+		{200, 0, "other"},
+		{200, 1234, "other"},
+		{404, 0, "hub_404"},
+		{504, 0, "hub_504"},
+		{0, 0, "error"},
+		{999, 0, "hub_other"},
+	}
+	for _, tt := range tests {
+		if got := MethodStatus(tt.hub, tt.module); got != tt.want {
+			t.Errorf("MethodStatus(%d, %d) = %q, want %q", tt.hub, tt.module, got, tt.want)
+		}
+	}
+}
