@@ -1,0 +1,315 @@
+// Command demo runs the whole rtsptunnel chain on one machine and plays video
+// through it:
+//
+//	ffprobe (player) -> relay -> wss -> rtsptunnel module -> camera
+//
+// IoT Hub, edgeHub and the IoT Edge workload API are played by the embedded
+// emulator; the camera is the simulator unless --camera names a real one.
+// It prints what it does, then a short summary: tunnel open time, packets,
+// bitrate, and the module's reported session state. scripts/demo.sh runs it.
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/url"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/rtsptunnel/rtsptunnel/tests/internal/harness"
+	"github.com/rtsptunnel/rtsptunnel/tools/camerasim/camera"
+	"github.com/rtsptunnel/rtsptunnel/tools/edgeemu/emulator"
+)
+
+const (
+	edgeDevice = "edge-device"
+	moduleID   = "rtsptunnel"
+)
+
+type options struct {
+	camera     string
+	cameraPath string
+	user, pass string
+	duration   time.Duration
+	keep       bool
+	workdir    string
+	verbose    bool
+}
+
+func main() {
+	var o options
+	fs := flag.NewFlagSet("demo", flag.ContinueOnError)
+	fs.StringVar(&o.camera, "camera", "", "host:port of your own RTSP camera (default: the built-in camera simulator)")
+	fs.StringVar(&o.cameraPath, "camera-path", camera.DefaultPath, "RTSP path on the camera, e.g. /stream1")
+	fs.StringVar(&o.user, "camera-user", "", "camera user name, passed through the tunnel by the player")
+	fs.StringVar(&o.pass, "camera-pass", "", "camera password")
+	fs.DurationVar(&o.duration, "duration", 5*time.Second, "how much video to pull through the tunnel")
+	fs.BoolVar(&o.keep, "keep", false, "keep everything running after the summary so you can play it (ffplay, VLC) until Ctrl-C")
+	fs.StringVar(&o.workdir, "workdir", "", "folder for binaries, emulator state and logs (default: a new temporary folder, removed at the end)")
+	fs.BoolVar(&o.verbose, "v", false, "echo every process's log lines")
+	fs.Usage = func() {
+		fmt.Fprintf(fs.Output(), "Usage: scripts/demo.sh [flags]\n\n"+
+			"Runs player -> relay -> wss -> rtsptunnel module -> camera on this machine, with IoT Hub\n"+
+			"played by the embedded emulator, and prints a summary.\n\nFlags:\n")
+		fs.PrintDefaults()
+	}
+	if err := fs.Parse(os.Args[1:]); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			os.Exit(0)
+		}
+		os.Exit(2)
+	}
+	if o.duration <= 0 {
+		fmt.Fprintln(os.Stderr, "demo: --duration must be positive")
+		os.Exit(2)
+	}
+	if o.camera != "" {
+		if _, _, err := net.SplitHostPort(o.camera); err != nil {
+			fmt.Fprintf(os.Stderr, "demo: --camera %q: want host:port, e.g. 192.168.1.20:554\n", o.camera)
+			os.Exit(2)
+		}
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+	if err := run(ctx, o); err != nil {
+		fmt.Fprintf(os.Stderr, "\ndemo failed: %v\n", err)
+		os.Exit(1)
+	}
+}
+
+func step(format string, args ...any) {
+	fmt.Fprintf(os.Stderr, "==> "+format+"\n", args...)
+}
+
+func run(ctx context.Context, o options) error {
+	workdir := o.workdir
+	if workdir == "" {
+		d, err := os.MkdirTemp("", "rtsptunnel-demo-")
+		if err != nil {
+			return err
+		}
+		defer os.RemoveAll(d)
+		workdir = d
+	} else if err := os.MkdirAll(workdir, 0o755); err != nil {
+		return err
+	}
+	var echo io.Writer
+	if o.verbose {
+		echo = os.Stderr
+	}
+
+	step("building the rtsptunnel module and the relay (go build)")
+	b := &harness.Builder{Dir: filepath.Join(workdir, "bin")}
+	if err := os.MkdirAll(b.Dir, 0o755); err != nil {
+		return err
+	}
+	moduleBin, err := b.Build(ctx, harness.Module)
+	if err != nil {
+		return err
+	}
+	relayBin, err := b.Build(ctx, harness.Relay)
+	if err != nil {
+		return err
+	}
+
+	camAddr, camPath := o.camera, o.cameraPath
+	if camAddr == "" {
+		cam := &camera.Server{Path: o.cameraPath}
+		if err := cam.Initialize(); err != nil {
+			return fmt.Errorf("camera simulator: %w", err)
+		}
+		defer cam.Close()
+		camAddr = cam.ListenAddr()
+		step("camera simulator serving %s (320x240 H.264, 25 fps)", cam.URL())
+	} else {
+		step("using your camera at %s%s", camAddr, camPath)
+	}
+
+	emuLog := slog.New(slog.DiscardHandler)
+	if o.verbose {
+		emuLog = slog.New(slog.NewJSONHandler(os.Stderr, nil))
+	}
+	emu, err := emulator.New(emulator.Options{Dir: filepath.Join(workdir, "emu"), Logger: emuLog})
+	if err != nil {
+		return fmt.Errorf("emulator: %w", err)
+	}
+	defer emu.Close()
+	step("IoT Hub/edgeHub emulator: MQTT on %s, REST on %s, identities in %s", emu.MQTTAddr(), emu.HTTPSAddr(), emu.Dir())
+
+	rtspPath := strings.TrimPrefix(camPath, "/")
+	relay, err := harness.Start(ctx, "relay", relayBin, []string{
+		"--self-signed",
+		"--ws-listen", "127.0.0.1:0",
+		"--metrics-listen", "127.0.0.1:0",
+		"--camera", fmt.Sprintf("name=demo,deviceId=%s,moduleId=%s,localPort=554,listen=127.0.0.1:0,rtspPath=%s", edgeDevice, moduleID, rtspPath),
+	}, &harness.StartOptions{Env: emu.ServiceEnv(), Echo: echo})
+	if err != nil {
+		return err
+	}
+	defer stopProcess(relay)
+	ready, err := harness.WaitRelayReady(ctx, relay)
+	if err != nil {
+		return err
+	}
+	playURL := ready.Camera("demo")
+	step("relay: players connect to %s, the module dials back to %s", playURL, ready.WebsocketURL)
+
+	env, err := emu.ModuleEnv(edgeDevice, moduleID)
+	if err != nil {
+		return err
+	}
+	metricsAddr, err := freeAddr()
+	if err != nil {
+		return err
+	}
+	env = append(env,
+		`RTSPTUNNEL_TARGETS={"554":"`+camAddr+`"}`,
+		"RTSPTUNNEL_REMOTECAFILE="+ready.CAFile,
+		"RTSPTUNNEL_METRICSADDR="+metricsAddr,
+	)
+	module, err := harness.Start(ctx, "rtsptunnel", moduleBin, nil, &harness.StartOptions{Env: env, Echo: echo})
+	if err != nil {
+		return err
+	}
+	defer stopProcess(module)
+	waitCtx, cancel := context.WithTimeout(ctx, 60*time.Second)
+	err = emu.WaitSubscribed(waitCtx, edgeDevice, moduleID, "$iothub/methods/POST/#")
+	cancel()
+	if err != nil {
+		return fmt.Errorf("the module did not connect to the emulator: %w\n%s", err, module.Output())
+	}
+	step("rtsptunnel module connected (model id %s), metrics on http://%s/metrics", emu.ModelID(edgeDevice, moduleID), metricsAddr)
+
+	if o.user != "" {
+		u, err := url.Parse(playURL)
+		if err != nil {
+			return err
+		}
+		u.User = url.UserPassword(o.user, o.pass)
+		playURL = u.String()
+	}
+	step("playing %s of video with ffprobe through relay -> wss -> module -> camera", o.duration)
+	probeCtx, cancel := context.WithTimeout(ctx, o.duration+60*time.Second)
+	probe, err := harness.FFProbe(probeCtx, playURL, o.duration)
+	cancel()
+	if err != nil {
+		return fmt.Errorf("%w\nrelay log:\n%s\nmodule log:\n%s", err, relay.Output(), module.Output())
+	}
+	if probe.Packets == 0 {
+		return fmt.Errorf("ffprobe read no video packets\nrelay log:\n%s\nmodule log:\n%s", relay.Output(), module.Output())
+	}
+
+	openMs := histogramMean(ctx, ready.MetricsURL, "relay_open_duration_seconds") * 1000
+	state := reportedState(ctx, emu)
+
+	fmt.Println()
+	fmt.Println("rtsptunnel demo: player -> relay -> wss -> module -> camera")
+	if openMs >= 0 {
+		fmt.Printf("  tunnel opened in     %.0f ms (player connect to module websocket up, relay metric)\n", openMs)
+	}
+	fmt.Printf("  video received       %d packets, %d keyframes, %d bytes in %s\n", probe.Packets, probe.Keyframes, probe.Bytes, o.duration)
+	fmt.Printf("  bitrate              %.0f kbit/s\n", float64(probe.Bytes)*8/o.duration.Seconds()/1000)
+	fmt.Printf("  ffprobe run          %s (RTSP handshake through the tunnel + reading)\n", probe.Elapsed.Round(time.Millisecond))
+	fmt.Printf("  module twin reported %s\n", state)
+	fmt.Println()
+
+	if o.keep {
+		fmt.Printf("Everything keeps running. Play the camera through the tunnel with:\n  ffplay -rtsp_transport tcp %s\nPress Ctrl-C to stop.\n", playURL)
+		<-ctx.Done()
+	}
+	step("stopping")
+	return nil
+}
+
+// reportedState summarizes the module twin's reported properties: the
+// summary and the sessions.
+func reportedState(ctx context.Context, emu *emulator.Emulator) string {
+	// The module coalesces reports; give it a moment to publish the end of
+	// the session.
+	deadline := time.Now().Add(5 * time.Second)
+	var rep map[string]json.RawMessage
+	for time.Now().Before(deadline) && ctx.Err() == nil {
+		_, raw, err := emu.Twin(edgeDevice, moduleID)
+		if err == nil && json.Unmarshal(raw, &rep) == nil {
+			if s, ok := rep["summary"]; ok && strings.Contains(string(s), `"opened":1`) {
+				break
+			}
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	var b strings.Builder
+	if s, ok := rep["summary"]; ok {
+		fmt.Fprintf(&b, "summary %s", s)
+	} else {
+		b.WriteString("no summary yet")
+	}
+	if s, ok := rep["sessions"]; ok {
+		fmt.Fprintf(&b, "\n                       sessions %s", s)
+	}
+	return b.String()
+}
+
+// histogramMean returns sum/count of a histogram on a Prometheus endpoint, or -1.
+func histogramMean(ctx context.Context, metricsURL, name string) float64 {
+	if metricsURL == "" {
+		return -1
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, metricsURL, nil)
+	if err != nil {
+		return -1
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return -1
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	var sum, count float64 = -1, -1
+	for _, line := range strings.Split(string(body), "\n") {
+		f := strings.Fields(line)
+		if len(f) != 2 {
+			continue
+		}
+		v, err := strconv.ParseFloat(f[1], 64)
+		if err != nil {
+			continue
+		}
+		switch {
+		case strings.HasPrefix(f[0], name+"_sum"):
+			sum = v
+		case strings.HasPrefix(f[0], name+"_count"):
+			count = v
+		}
+	}
+	if sum < 0 || count <= 0 {
+		return -1
+	}
+	return sum / count
+}
+
+func stopProcess(p *harness.Process) {
+	if _, _, err := p.Stop(10 * time.Second); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+	}
+}
+
+func freeAddr() (string, error) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return "", err
+	}
+	defer ln.Close()
+	return ln.Addr().String(), nil
+}
