@@ -1,0 +1,254 @@
+package app
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+
+	"github.com/rtsptunnel/rtsptunnel/modules/rtsptunnel/internal/hub"
+	"github.com/rtsptunnel/rtsptunnel/modules/rtsptunnel/internal/identity"
+	"github.com/rtsptunnel/rtsptunnel/modules/rtsptunnel/internal/metrics"
+	"github.com/rtsptunnel/rtsptunnel/modules/rtsptunnel/internal/report"
+	"github.com/rtsptunnel/rtsptunnel/modules/rtsptunnel/internal/session"
+	"github.com/rtsptunnel/rtsptunnel/modules/rtsptunnel/internal/settings"
+)
+
+// MethodTunnelOpen is the direct method of the
+// dtmi:azure:videoanalyzer:WebSocketTunneling;1 interface.
+const MethodTunnelOpen = "tunnelOpen"
+
+// Shutdown budget: IoT Edge (docker stop) waits 10 s before SIGKILL; we aim
+// to be done within 5 s.
+const (
+	sessionsCloseTimeout = 3 * time.Second // tunnels closing with 1001
+	flushTimeout         = 1500 * time.Millisecond
+	hubStopTimeout       = 500 * time.Millisecond
+)
+
+// App is the running module. Set the exported fields and call Run.
+type App struct {
+	// Settings are the settings at start (from the environment).
+	Settings settings.Settings
+	// Identity authenticates to IoT Hub or edgeHub.
+	Identity *identity.Identity
+	// Logger is the root logger; Level is its level, changed live by the
+	// logLevel setting.
+	Logger *slog.Logger
+	Level  *slog.LevelVar
+	// Version is reported in the User-Agent and logs.
+	Version string
+
+	// Owned by the hub client's desired-property callbacks, which never run
+	// concurrently; Run reads them only before the hub client starts and
+	// after it has stopped.
+	cur        settings.Settings
+	metricsSrv *metrics.Server
+
+	// Static once Run has built them.
+	reg      *prometheus.Registry
+	metrics  *metrics.Metrics
+	sessions *session.Manager
+	reporter *report.Reporter
+}
+
+// Run runs the module until ctx is done, then shuts down in order: stop
+// accepting opens, close the tunnels, flush the reported state, disconnect.
+// It returns nil after a clean shutdown.
+func (a *App) Run(ctx context.Context) error {
+	log := a.Logger
+	a.cur = a.Settings
+	log.Info("rtsptunnel starting", "version", a.Version, "identity", a.Identity.Mode,
+		"hub", a.Identity.HubHostName, "gateway", a.Identity.GatewayHostName,
+		"device", a.Identity.DeviceID, "module", a.Identity.ModuleID)
+
+	a.reg = prometheus.NewRegistry()
+	a.reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	m, err := metrics.New(a.reg, metrics.Options{
+		IoTHub:     a.Identity.HubHostName,
+		EdgeDevice: a.Identity.DeviceID,
+		Module:     a.Identity.ModuleID,
+	})
+	if err != nil {
+		return fmt.Errorf("failed to create metrics: %w", err)
+	}
+	a.metrics = m
+	if err := a.startMetricsServer(a.cur.MetricsAddr); err != nil {
+		return err
+	}
+	defer func() {
+		if a.metricsSrv != nil {
+			a.metricsSrv.Close()
+		}
+	}()
+
+	a.sessions = &session.Manager{
+		Settings: a.cur,
+		Logger:   log,
+		Metrics:  m,
+		Version:  a.Version,
+	}
+	if err := a.sessions.Initialize(); err != nil {
+		return fmt.Errorf("failed to start the session manager: %w", err)
+	}
+
+	client, err := hub.New(hub.Options{
+		Identity:           a.Identity,
+		Transport:          a.cur.HubTransport,
+		Port:               a.cur.HubPort,
+		TokenLifetime:      a.cur.TokenLifetime,
+		ModelID:            hub.DefaultModelID,
+		Logger:             log.With("component", "hub"),
+		OnConnectionChange: m.SetHubConnected,
+		OnTwin:             a.applyDesired,
+		OnDesiredPatch:     a.applyDesired,
+		OnConnected:        func() { a.reporter.Republish() },
+	})
+	if err != nil {
+		return fmt.Errorf("failed to create the IoT Hub client: %w", err)
+	}
+	client.Handle(MethodTunnelOpen, func(ctx context.Context, payload []byte) (int, []byte) {
+		return a.sessions.HandleTunnelOpen(ctx, payload)
+	})
+
+	a.reporter = &report.Reporter{
+		Source: a.sessions,
+		Publisher: report.PublisherFunc(func(ctx context.Context, patch json.RawMessage) error {
+			_, err := client.UpdateReported(ctx, patch)
+			return err
+		}),
+		Logger: log.With("component", "report"),
+	}
+
+	// The hub client and the reporter outlive ctx: the final state is
+	// flushed through them after the tunnels are closed.
+	bg, stopBG := context.WithCancel(context.WithoutCancel(ctx))
+	defer stopBG()
+	var wg sync.WaitGroup
+	hubErr := make(chan error, 1)
+	wg.Add(2)
+	go func() {
+		defer wg.Done()
+		hubErr <- client.Run(bg)
+	}()
+	go func() {
+		defer wg.Done()
+		a.reporter.Run(bg)
+	}()
+
+	var runErr error
+	select {
+	case <-ctx.Done():
+		log.Info("shutting down")
+	case err := <-hubErr:
+		// Run only returns early on a permanent failure (e.g. no token).
+		runErr = fmt.Errorf("IoT Hub client stopped: %w", err)
+		hubErr <- nil
+	}
+
+	closeCtx, cancel := context.WithTimeout(context.Background(), sessionsCloseTimeout)
+	if err := a.sessions.Shutdown(closeCtx); err != nil {
+		log.Warn("tunnels did not all close in time", "error", err)
+	}
+	cancel()
+	flushCtx, cancel := context.WithTimeout(context.Background(), flushTimeout)
+	if err := a.reporter.Flush(flushCtx); err != nil {
+		log.Warn("failed to flush the final reported state", "error", err)
+	}
+	cancel()
+	stopBG()
+	done := make(chan struct{})
+	go func() { wg.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(hubStopTimeout + shutdownSlack):
+		log.Warn("IoT Hub client did not stop in time")
+	}
+	if err := <-hubErr; err != nil && !errors.Is(err, context.Canceled) && runErr == nil {
+		runErr = err
+	}
+	if runErr == nil {
+		log.Info("rtsptunnel stopped")
+	}
+	return runErr
+}
+
+// shutdownSlack covers the hub client's own disconnect handshake.
+const shutdownSlack = 2 * time.Second
+
+// applyDesired applies desired properties (the full set after a connect, or
+// a pushed patch), acknowledges each with the IoT Plug and Play convention,
+// and makes the valid ones live. Called by the hub client, never
+// concurrently.
+func (a *App) applyDesired(desired json.RawMessage) {
+	next, acks := a.cur.Apply(desired)
+	if len(acks) == 0 {
+		return
+	}
+	prev := a.cur
+	refuse := func(name string, err error) {
+		if ack, ok := acks[name]; ok && ack.AC == 200 {
+			ack.AC, ack.AD = 400, err.Error()
+			acks[name] = ack
+		}
+	}
+	if next.MetricsAddr != prev.MetricsAddr {
+		// A valid address can still be taken: refuse it and keep serving.
+		if err := a.moveMetricsServer(prev.MetricsAddr, next.MetricsAddr); err != nil {
+			refuse("metricsAddr", err)
+			next.MetricsAddr = prev.MetricsAddr
+		}
+	}
+	if err := a.sessions.SetSettings(next); err != nil {
+		// The remote CA file became unreadable between validation and use:
+		// nothing of this change applies.
+		for name := range acks {
+			refuse(name, err)
+		}
+		a.moveMetricsServer(next.MetricsAddr, prev.MetricsAddr)
+		next = prev
+	}
+	a.cur = next
+	a.Level.Set(next.SlogLevel())
+	a.reporter.Ack(acks)
+	for name, ack := range acks {
+		a.Logger.Info("desired property", "name", name, "status", ack.AC, "version", ack.AV, "reason", ack.AD)
+	}
+}
+
+func (a *App) startMetricsServer(addr string) error {
+	if addr == "" {
+		return nil
+	}
+	srv := &metrics.Server{Addr: addr, Gatherer: a.reg, Metrics: a.metrics, Logger: a.Logger.With("component", "metrics")}
+	if err := srv.Initialize(); err != nil {
+		return err
+	}
+	a.metricsSrv = srv
+	a.Logger.Info("serving metrics", "address", srv.ListenAddr().String())
+	return nil
+}
+
+// moveMetricsServer restarts the metrics server on addr. The old server is
+// closed first (the new address may be the same port spelled differently);
+// when addr cannot be bound, the server goes back to old and the error is
+// returned.
+func (a *App) moveMetricsServer(old, addr string) error {
+	if a.metricsSrv != nil {
+		a.metricsSrv.Close()
+		a.metricsSrv = nil
+	}
+	err := a.startMetricsServer(addr)
+	if err != nil {
+		if err2 := a.startMetricsServer(old); err2 != nil {
+			a.Logger.Error("failed to restart the metrics server", "error", err2)
+		}
+	}
+	return err
+}

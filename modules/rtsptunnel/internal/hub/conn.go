@@ -1,0 +1,359 @@
+package hub
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/url"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	mqtt "github.com/eclipse/paho.mqtt.golang"
+)
+
+// Timeouts of one connection.
+const (
+	connectTimeout = 15 * time.Second // TCP + TLS/WebSocket + CONNACK
+	subackTimeout  = 15 * time.Second
+	keepAlive      = 30 * time.Second
+	pingTimeout    = 10 * time.Second
+	writeTimeout   = 10 * time.Second
+	disconnectWait = 250 // ms paho may spend sending DISCONNECT
+)
+
+// errConnLost is returned by requests on a connection that is gone.
+var errConnLost = errors.New("connection lost")
+
+// twinResponse is a $iothub/twin/res message.
+type twinResponse struct {
+	status  int
+	version int
+	body    []byte
+}
+
+// connHandlers receive what arrives on a connection. They are called on
+// paho's goroutines (one per message, OrderMatters is off) and must not
+// block for long: onMethod only starts the handler goroutine.
+type connHandlers struct {
+	onMethod  func(cn *mqttConn, name, rid string, payload []byte)
+	onDesired func(cn *mqttConn, payload []byte)
+}
+
+// dialConfig is everything needed to open one connection.
+type dialConfig struct {
+	broker   string // tls://host:port or wss://host:port/$iothub/websocket
+	clientID string
+	username string
+	password string // SAS token: a secret
+	tlsConf  *tls.Config
+	proxy    func(*http.Request) (*url.URL, error)
+	log      *slog.Logger
+	handlers connHandlers
+	// onConnack, if set, is called once the hub accepted the connection,
+	// before subscribing: from then on methods may arrive.
+	onConnack func()
+}
+
+// mqttConn is one MQTT connection to IoT Hub or edgeHub: a paho client with
+// automatic reconnection turned off, so that every reconnect builds a new
+// mqttConn with a fresh token and fresh subscriptions (the SDK subscribes
+// once and ignores a failed re-subscription; see doc.go).
+type mqttConn struct {
+	client   mqtt.Client // static after dial
+	id       uint64      // connection number, for logs; static
+	issued   time.Time   // when its token was minted; static
+	expiry   time.Time   // when its token expires; static
+	log      *slog.Logger
+	lost     chan struct{} // closed once the connection is gone (lost or closed)
+	lostOnce sync.Once
+	lostErr  error // written before lost is closed
+
+	// retired is set by the Client before it replaces this connection on
+	// purpose (token renewal): no new publishes start on it, the broker will
+	// drop it, and requests that fail because of that are retried on the
+	// successor.
+	retired atomic.Bool
+	// publishing counts publishes whose PUBACK has not arrived yet; see quiesce.
+	publishing atomic.Int64
+
+	mu      sync.Mutex
+	pending map[string]chan twinResponse // guarded by mu; nil once lost
+}
+
+// dial connects, subscribes and returns a live connection. ctx bounds the
+// whole attempt.
+func dial(ctx context.Context, cfg dialConfig, id uint64, issued, expiry time.Time) (*mqttConn, error) {
+	cn := &mqttConn{
+		id:      id,
+		issued:  issued,
+		expiry:  expiry,
+		log:     cfg.log,
+		lost:    make(chan struct{}),
+		pending: map[string]chan twinResponse{},
+	}
+	o := mqtt.NewClientOptions()
+	o.AddBroker(cfg.broker)
+	o.SetClientID(cfg.clientID)
+	o.SetUsername(cfg.username)
+	o.SetPassword(cfg.password)
+	o.SetTLSConfig(cfg.tlsConf)
+	o.SetProtocolVersion(4) // MQTT 3.1.1, the only version IoT Hub speaks
+	// Trap 1/2: paho's ordered routing runs handlers one at a time on its
+	// router goroutine, so a handler that waits for anything paho delivers
+	// (a twin response, a PUBACK) deadlocks the client.
+	o.SetOrderMatters(false)
+	// Trap 5/7/8: one paho client per connection. Reconnects, token renewal
+	// and re-subscription are done by Client.Run, never silently by paho.
+	o.SetAutoReconnect(false)
+	o.SetConnectRetry(false)
+	// A persistent session lets the broker carry our subscriptions over from
+	// the connection we replace when renewing the token, so that method calls
+	// find the new connection subscribed from its CONNACK on. We subscribe on
+	// every connection anyway (a new session, or a broker that does not keep
+	// sessions).
+	o.SetCleanSession(false)
+	o.SetResumeSubs(false)
+	o.SetKeepAlive(keepAlive)
+	o.SetPingTimeout(pingTimeout)
+	o.SetConnectTimeout(connectTimeout)
+	o.SetWriteTimeout(writeTimeout)
+	o.SetWebsocketOptions(&mqtt.WebsocketOptions{Proxy: cfg.proxy})
+	o.SetConnectionLostHandler(func(_ mqtt.Client, err error) {
+		cn.markLost(fmt.Errorf("%w: %w", errConnLost, err))
+	})
+	c := mqtt.NewClient(o)
+	// Routes before Connect: a resumed session may deliver right after CONNACK.
+	c.AddRoute(filterMethods, cn.routeMethod(cfg.handlers.onMethod))
+	c.AddRoute(filterTwinRes, cn.routeTwinResponse)
+	c.AddRoute(filterDesired, func(_ mqtt.Client, m mqtt.Message) {
+		cfg.handlers.onDesired(cn, m.Payload())
+	})
+	cn.client = c
+
+	tok := c.Connect()
+	if err := waitToken(ctx, tok, connectTimeout+time.Second, nil); err != nil {
+		// paho finishes (or times out) the attempt by itself; make sure a
+		// late success is closed rather than left running.
+		go func() {
+			<-tok.Done()
+			if tok.Error() == nil {
+				c.Disconnect(0)
+			}
+		}()
+		cn.markLost(err)
+		return nil, fmt.Errorf("failed to connect to %s: %w", cfg.broker, err)
+	}
+	if cfg.onConnack != nil {
+		cfg.onConnack()
+	}
+	sub := c.SubscribeMultiple(map[string]byte{filterMethods: 1, filterTwinRes: 1, filterDesired: 1}, nil)
+	if err := waitToken(ctx, sub, subackTimeout, cn.lost); err != nil {
+		cn.close()
+		return nil, fmt.Errorf("failed to subscribe: %w", err)
+	}
+	for filter, code := range sub.(*mqtt.SubscribeToken).Result() {
+		if code > 2 { // 0x80: refused
+			cn.close()
+			return nil, fmt.Errorf("failed to subscribe: %s refused (return code %#x)", filter, code)
+		}
+	}
+	return cn, nil
+}
+
+// waitToken waits for a paho token, the connection's end (when lost is not
+// nil), ctx or timeout, whichever comes first.
+func waitToken(ctx context.Context, tok mqtt.Token, timeout time.Duration, lost <-chan struct{}) error {
+	t := time.NewTimer(timeout)
+	defer t.Stop()
+	select {
+	case <-tok.Done():
+		return tok.Error()
+	case <-lost:
+		return errConnLost
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-t.C:
+		return fmt.Errorf("no answer within %v", timeout)
+	}
+}
+
+// routeMethod returns the paho handler for method requests.
+func (cn *mqttConn) routeMethod(onMethod func(*mqttConn, string, string, []byte)) mqtt.MessageHandler {
+	return func(_ mqtt.Client, m mqtt.Message) {
+		name, rid, err := parseMethodTopic(m.Topic())
+		if err != nil {
+			cn.log.Warn("ignoring method request", "err", err)
+			return
+		}
+		onMethod(cn, name, rid, m.Payload())
+	}
+}
+
+// routeTwinResponse hands a twin response to the request waiting for its $rid.
+func (cn *mqttConn) routeTwinResponse(_ mqtt.Client, m mqtt.Message) {
+	status, rid, version, err := parseTwinResponseTopic(m.Topic())
+	if err != nil {
+		cn.log.Warn("ignoring twin response", "err", err)
+		return
+	}
+	cn.mu.Lock()
+	ch := cn.pending[rid]
+	delete(cn.pending, rid)
+	cn.mu.Unlock()
+	if ch == nil {
+		cn.log.Debug("ignoring twin response for an unknown request", "rid", rid, "status", status)
+		return
+	}
+	ch <- twinResponse{status: status, version: version, body: m.Payload()} // buffered, one send per rid
+}
+
+// request publishes a twin request with the given $rid and waits for its
+// response.
+func (cn *mqttConn) request(ctx context.Context, topicPrefix, rid string, body []byte) (twinResponse, error) {
+	ch := make(chan twinResponse, 1)
+	cn.mu.Lock()
+	if cn.pending == nil {
+		cn.mu.Unlock()
+		return twinResponse{}, cn.err()
+	}
+	cn.pending[rid] = ch
+	cn.mu.Unlock()
+	defer func() {
+		cn.mu.Lock()
+		if cn.pending != nil {
+			delete(cn.pending, rid)
+		}
+		cn.mu.Unlock()
+	}()
+	if body == nil {
+		body = []byte{}
+	}
+	cn.publishing.Add(1)
+	tok := cn.client.Publish(topicPrefix+rid, 1, false, body)
+	done := tok.Done()
+	acked := false
+	defer func() {
+		if !acked {
+			cn.publishing.Add(-1)
+		}
+	}()
+	for {
+		select {
+		case r := <-ch:
+			return r, nil
+		case <-done:
+			if err := tok.Error(); err != nil {
+				return twinResponse{}, cn.publishFailed(err)
+			}
+			done, acked = nil, true // PUBACK received; keep waiting for the response
+			cn.publishing.Add(-1)
+		case <-cn.lost:
+			return twinResponse{}, cn.err()
+		case <-ctx.Done():
+			return twinResponse{}, ctx.Err()
+		}
+	}
+}
+
+// publish sends one QoS 1 message and waits for its PUBACK.
+func (cn *mqttConn) publish(ctx context.Context, topic string, body []byte) error {
+	cn.publishing.Add(1)
+	defer cn.publishing.Add(-1)
+	tok := cn.client.Publish(topic, 1, false, body)
+	if err := waitToken(ctx, tok, writeTimeout+pingTimeout, cn.lost); err != nil {
+		if errors.Is(err, errConnLost) {
+			return cn.err()
+		}
+		return cn.publishFailed(err)
+	}
+	return nil
+}
+
+// publishFailed interprets a failed publish. paho reports the end of a
+// connection to publishers (ErrNotConnected) before its connection-lost
+// handler runs: mark the connection lost right away, so that callers move on
+// to its successor instead of retrying a dead one.
+func (cn *mqttConn) publishFailed(err error) error {
+	if errors.Is(err, mqtt.ErrNotConnected) {
+		cn.markLost(fmt.Errorf("%w: %w", errConnLost, err))
+		return cn.err()
+	}
+	return fmt.Errorf("failed to publish: %w", err)
+}
+
+// markLost records why the connection ended and wakes everyone waiting on it.
+func (cn *mqttConn) markLost(err error) {
+	cn.lostOnce.Do(func() {
+		cn.mu.Lock()
+		cn.lostErr = err
+		cn.pending = nil
+		cn.mu.Unlock()
+		close(cn.lost)
+	})
+}
+
+// err returns why the connection ended (errConnLost-wrapped).
+func (cn *mqttConn) err() error {
+	cn.mu.Lock()
+	defer cn.mu.Unlock()
+	if cn.lostErr == nil {
+		return errConnLost
+	}
+	return cn.lostErr
+}
+
+// quiesce waits until every publish on the connection has been
+// acknowledged (the broker has read all we sent), up to timeout. The caller
+// has retired the connection, so no new publishes start. A broker that drops
+// a connection with unread input resets it, and the reset discards what the
+// broker had already sent us (method requests): quiescing first turns the
+// takeover into an orderly close.
+func (cn *mqttConn) quiesce(ctx context.Context, timeout time.Duration) bool {
+	deadline := time.Now().Add(timeout)
+	for cn.publishing.Load() > 0 {
+		if !cn.alive() || ctx.Err() != nil || time.Now().After(deadline) {
+			return false
+		}
+		time.Sleep(time.Millisecond)
+	}
+	return true
+}
+
+// usable reports whether new requests may start on the connection.
+func (cn *mqttConn) usable() bool {
+	return !cn.retired.Load() && cn.alive()
+}
+
+// alive reports whether the connection has not ended yet.
+func (cn *mqttConn) alive() bool {
+	select {
+	case <-cn.lost:
+		return false
+	default:
+		return true
+	}
+}
+
+// close disconnects (if still connected) and ends the connection. Safe to
+// call more than once and after the connection was lost.
+func (cn *mqttConn) close() {
+	cn.markLost(fmt.Errorf("%w: closed", errConnLost))
+	if cn.client != nil {
+		cn.client.Disconnect(disconnectWait)
+	}
+}
+
+// brokerURL returns the paho server URL for a transport, host and port.
+func brokerURL(transport, host string, port int) string {
+	hp := net.JoinHostPort(host, strconv.Itoa(port))
+	if transport == TransportMQTTWS {
+		return "wss://" + hp + "/$iothub/websocket"
+	}
+	return "tls://" + hp
+}

@@ -1,0 +1,134 @@
+package tunnel
+
+import (
+	"context"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+
+	"github.com/coder/websocket"
+)
+
+// BenchmarkSplice measures camera→remote throughput through Splice over real
+// loopback sockets: camera TCP → Splice → websocket (ws or wss) → a remote that
+// reads and discards. One op is one 32 KiB camera write. Allocations include
+// the remote's side, which runs in the same process.
+//
+//	go test -run '^$' -bench Splice -benchmem ./internal/tunnel/
+func BenchmarkSplice(b *testing.B) {
+	for _, tls := range []bool{false, true} {
+		name := "ws"
+		if tls {
+			name = "wss"
+		}
+		b.Run(name, func(b *testing.B) { benchmarkSplice(b, tls) })
+	}
+}
+
+func benchmarkSplice(b *testing.B, useTLS bool) {
+	const chunk = 32 << 10
+	received := make(chan int64, 1)
+	handler := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		c, err := websocket.Accept(w, r, nil)
+		if err != nil {
+			return
+		}
+		defer c.CloseNow()
+		var n int64
+		buf := make([]byte, chunk)
+		for {
+			_, rd, err := c.Reader(context.Background())
+			if err != nil {
+				received <- n
+				return
+			}
+			for {
+				m, err := rd.Read(buf)
+				n += int64(m)
+				if err != nil {
+					break
+				}
+			}
+		}
+	})
+	var srv *httptest.Server
+	opts := DialOptions{Token: "t"}
+	if useTLS {
+		srv = httptest.NewTLSServer(handler)
+		opts.RootCAs = srv.Client().Transport.(*http.Transport).TLSClientConfig.RootCAs
+	} else {
+		srv = httptest.NewServer(handler)
+	}
+	defer srv.Close()
+	endpoint := "ws" + strings.TrimPrefix(srv.URL, "http")
+
+	ws, err := Dial(context.Background(), endpoint, opts)
+	if err != nil {
+		b.Fatal(err)
+	}
+	camera, peer := tcpPipe(b)
+	done := make(chan Result, 1)
+	go func() { done <- Splice(context.Background(), camera, ws, SpliceOptions{}) }()
+
+	payload := make([]byte, chunk)
+	b.SetBytes(chunk)
+	b.ReportAllocs()
+	b.ResetTimer()
+	for range b.N {
+		if _, err := peer.Write(payload); err != nil {
+			b.Fatal(err)
+		}
+	}
+	peer.Close()
+	res := <-done
+	got := <-received
+	b.StopTimer()
+	if want := int64(b.N) * chunk; got != want || res.ToRemote != want {
+		b.Fatalf("remote received %d bytes, result %+v, want %d", got, res, want)
+	}
+}
+
+// BenchmarkTCPRelayBaseline is the reference for BenchmarkSplice: the same two
+// loopback hops (camera TCP, then a second TCP connection) joined by a plain
+// 32 KiB copy loop, without websocket framing, masking or TLS.
+func BenchmarkTCPRelayBaseline(b *testing.B) {
+	const chunk = 32 << 10
+	camera, peer := tcpPipe(b)
+	out, remote := tcpPipe(b)
+	copied := make(chan struct{})
+	go func() {
+		buf := make([]byte, chunk)
+		for {
+			n, err := camera.Read(buf)
+			if n > 0 {
+				out.Write(buf[:n])
+			}
+			if err != nil {
+				out.Close()
+				close(copied)
+				return
+			}
+		}
+	}()
+	received := make(chan int64, 1)
+	go func() {
+		n, _ := io.Copy(io.Discard, remote)
+		received <- n
+	}()
+	payload := make([]byte, chunk)
+	b.SetBytes(chunk)
+	b.ReportAllocs()
+	b.ResetTimer()
+	for range b.N {
+		if _, err := peer.Write(payload); err != nil {
+			b.Fatal(err)
+		}
+	}
+	peer.Close()
+	<-copied
+	if got := <-received; got != int64(b.N)*chunk {
+		b.Fatalf("received %d bytes", got)
+	}
+}

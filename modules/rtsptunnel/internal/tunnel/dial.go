@@ -1,0 +1,226 @@
+package tunnel
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"net/url"
+	"runtime"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/coder/websocket"
+)
+
+// DialOptions configures Dial.
+type DialOptions struct {
+	// Token is sent as "Authorization: Bearer <Token>". It must not contain
+	// control characters (the caller validates it). It never appears in errors.
+	Token string
+
+	// UserAgent is the User-Agent header; see UserAgent. Empty means UserAgent("dev").
+	UserAgent string
+
+	// RootCAs verifies the remote's certificate; nil means the system roots.
+	RootCAs *x509.CertPool
+
+	// HandshakeTimeout bounds the whole dial: TCP, proxy CONNECT, TLS and the
+	// HTTP upgrade. Zero means only ctx bounds it.
+	HandshakeTimeout time.Duration
+
+	// Proxy selects the proxy for a request; nil means http.ProxyFromEnvironment
+	// (HTTPS_PROXY, NO_PROXY, read once per process).
+	Proxy func(*http.Request) (*url.URL, error)
+
+	// DialContext dials TCP connections; nil means a net.Dialer with keepalives.
+	DialContext func(ctx context.Context, network, addr string) (net.Conn, error)
+}
+
+// UserAgent returns the User-Agent the module sends: module name and version,
+// operating system and architecture.
+func UserAgent(version string) string {
+	return fmt.Sprintf("rtsptunnel/%s (%s; %s) azure-iot-edge-module", version, runtime.GOOS, runtime.GOARCH)
+}
+
+// DialError is returned by Dial when the websocket could not be opened.
+// Its message contains neither the token nor the endpoint's query string.
+type DialError struct {
+	// Endpoint is the endpoint without user info, query string or fragment.
+	Endpoint string
+	// StatusCode is the HTTP status of a refused handshake (300..599), or 0
+	// when the failure happened before or without one (DNS, TCP, proxy, TLS,
+	// timeout, a 101 that violated the protocol).
+	StatusCode int
+	msg        string
+	err        error
+}
+
+func (e *DialError) Error() string {
+	return fmt.Sprintf("failed to open websocket to %s: %s", e.Endpoint, e.msg)
+}
+
+// Unwrap returns the underlying error. Its message may contain the endpoint's
+// query string: log the DialError, not the unwrapped error.
+func (e *DialError) Unwrap() error { return e.err }
+
+// HTTPStatus returns the HTTP status of a refused websocket handshake found in
+// err's chain, or 0 when there is none.
+func HTTPStatus(err error) int {
+	var de *DialError
+	if errors.As(err, &de) {
+		return de.StatusCode
+	}
+	return 0
+}
+
+// RedactURL returns rawURL without user info, query string and fragment
+// (scheme://host/path), safe to log or report. An unparsable URL gives "".
+func RedactURL(rawURL string) string {
+	u, err := url.Parse(rawURL)
+	if err != nil {
+		return ""
+	}
+	r := url.URL{Scheme: u.Scheme, Host: u.Host, Path: u.Path, RawPath: u.RawPath}
+	return r.String()
+}
+
+// Dial opens the websocket to endpoint (wss://, or ws:// if the caller allows
+// it) for one tunnel. The returned connection belongs to the caller, who must
+// Close it or hand it to Splice. On failure the error is a *DialError, and no
+// connection is left behind.
+func Dial(ctx context.Context, endpoint string, opts DialOptions) (_ *websocket.Conn, err error) {
+	redacted := RedactURL(endpoint)
+	if opts.HandshakeTimeout > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, opts.HandshakeTimeout)
+		defer cancel()
+	}
+	proxy := opts.Proxy
+	if proxy == nil {
+		proxy = http.ProxyFromEnvironment
+	}
+	dialContext := opts.DialContext
+	if dialContext == nil {
+		dialContext = (&net.Dialer{KeepAlive: 30 * time.Second}).DialContext
+	}
+	// net/http finishes a dial (and its TLS handshake) in the background after
+	// the request is cancelled; track the connections so that a failed Dial
+	// closes them at once instead of leaving them for the handshake timeout.
+	var conns trackedConns
+	defer conns.closeUnless(func() bool { return err == nil })
+	dialContext = conns.wrap(dialContext)
+	userAgent := opts.UserAgent
+	if userAgent == "" {
+		userAgent = UserAgent("dev")
+	}
+	// One transport per tunnel: each websocket needs its own TCP connection
+	// anyway, and with keep-alives off a refused handshake leaves no idle
+	// connection (or goroutine) behind.
+	transport := &http.Transport{
+		Proxy:              proxy,
+		DialContext:        dialContext,
+		TLSClientConfig:    &tls.Config{RootCAs: opts.RootCAs, MinVersion: tls.VersionTLS12},
+		DisableKeepAlives:  true,
+		DisableCompression: true,
+	}
+	client := &http.Client{
+		Transport: transport,
+		// Never follow redirects: the allowed-host check was made on endpoint.
+		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
+	}
+	header := http.Header{}
+	header.Set("Authorization", "Bearer "+opts.Token)
+	header.Set("TunnelConnectionSource", "PnpDevice")
+	header.Set("User-Agent", userAgent)
+
+	conn, resp, err := websocket.Dial(ctx, endpoint, &websocket.DialOptions{
+		HTTPClient:      client,
+		HTTPHeader:      header,
+		CompressionMode: websocket.CompressionDisabled, // video does not compress
+	})
+	if err != nil {
+		de := &DialError{Endpoint: redacted, msg: redactError(err, endpoint), err: err}
+		if resp != nil && resp.StatusCode >= 300 && resp.StatusCode <= 599 {
+			de.StatusCode = resp.StatusCode
+			de.msg = fmt.Sprintf("HTTP %d %s", resp.StatusCode, http.StatusText(resp.StatusCode))
+		} else if ctxErr := ctx.Err(); ctxErr != nil {
+			de.msg = "handshake timed out or was cancelled: " + de.msg
+		}
+		return nil, de
+	}
+	return conn, nil
+}
+
+// redactError returns err's message with every form of endpoint's secrets (user
+// info, query string, fragment) removed. The websocket and HTTP libraries format
+// the request URL into their messages eagerly, so the text itself is cleaned.
+func redactError(err error, endpoint string) string {
+	msg := err.Error()
+	u, perr := url.Parse(endpoint)
+	if perr != nil {
+		return "invalid endpoint"
+	}
+	var secrets []string
+	if u.RawQuery != "" {
+		secrets = append(secrets, "?"+u.RawQuery, u.RawQuery, u.Query().Encode())
+	}
+	if u.Fragment != "" {
+		secrets = append(secrets, "#"+u.EscapedFragment(), u.Fragment)
+	}
+	if u.User != nil {
+		secrets = append(secrets, u.User.String()+"@", u.User.String())
+	}
+	for _, s := range secrets {
+		if s == "" {
+			continue
+		}
+		msg = strings.ReplaceAll(msg, s, "")
+		if q := fmt.Sprintf("%q", s); len(q) > 2 {
+			msg = strings.ReplaceAll(msg, q[1:len(q)-1], "") // as escaped by %q
+		}
+	}
+	return msg
+}
+
+// trackedConns records the connections a Dial made.
+type trackedConns struct {
+	mu     sync.Mutex
+	conns  []net.Conn
+	closed bool
+}
+
+func (t *trackedConns) wrap(dial func(ctx context.Context, network, addr string) (net.Conn, error)) func(ctx context.Context, network, addr string) (net.Conn, error) {
+	return func(ctx context.Context, network, addr string) (net.Conn, error) {
+		c, err := dial(ctx, network, addr)
+		if err != nil {
+			return nil, err
+		}
+		t.mu.Lock()
+		defer t.mu.Unlock()
+		if t.closed { // the Dial already failed
+			c.Close()
+			return nil, net.ErrClosed
+		}
+		t.conns = append(t.conns, c)
+		return c, nil
+	}
+}
+
+// closeUnless closes every tracked connection unless keep reports true, and
+// any connection made later.
+func (t *trackedConns) closeUnless(keep func() bool) {
+	if keep() {
+		return
+	}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.closed = true
+	for _, c := range t.conns {
+		c.Close()
+	}
+}

@@ -1,0 +1,40 @@
+// Package tunnel is the data path of one RTSP tunnel: it dials the remote
+// websocket ([Dial]) and copies bytes between a camera's TCP connection and that
+// websocket ([Splice]).
+//
+// # Wire contract
+//
+// The websocket upgrade request carries
+//
+//	Authorization: Bearer <token>
+//	TunnelConnectionSource: PnpDevice
+//	User-Agent: rtsptunnel/<version> (<GOOS>; <GOARCH>) azure-iot-edge-module
+//
+// and goes through HTTPS_PROXY/NO_PROXY when set. Redirects are not followed
+// (a redirect could lead the bearer token past the allowed-host check) and
+// compression is not negotiated (video does not compress).
+//
+// Once open, every websocket message is a binary message carrying the next
+// bytes of the camera's TCP stream, unchanged and in order, in both directions.
+// Message boundaries carry no meaning. Close codes:
+//
+//	1000 normal closure  the camera closed its connection (EOF), or the idle
+//	                     timeout or the maximum session duration ended the tunnel
+//	1001 going away      the module is shutting down
+//	1003 unsupported     the remote sent a text message
+//	1011 internal error  the camera connection failed (reset, write error)
+//
+// A close frame from the remote (any code) closes the camera connection. A
+// remote that does not answer pings within the ping timeout is a dead peer:
+// the tunnel ends without a close handshake.
+//
+// # Bounded memory
+//
+// Each direction has exactly one reader and one writer and one pooled 32 KiB
+// buffer; nothing is queued. A peer that stops reading stalls the opposite
+// side's reads (TCP backpressure) instead of growing memory, and never
+// affects other tunnels.
+//
+// The token is a secret: it is sent only in the Authorization header and never
+// appears in errors (endpoints in errors are redacted to scheme://host/path).
+package tunnel

@@ -1,0 +1,117 @@
+package tunnel
+
+import (
+	"bufio"
+	"context"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"testing"
+	"time"
+
+	"github.com/coder/websocket"
+	"go.uber.org/goleak"
+)
+
+func TestMain(m *testing.M) {
+	goleak.VerifyTestMain(m)
+}
+
+// testCtx returns a context that ends with the test or after d.
+func testCtx(t *testing.T, d time.Duration) context.Context {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(t.Context(), d)
+	t.Cleanup(cancel)
+	return ctx
+}
+
+type roundTripFunc func(*http.Request) (*http.Response, error)
+
+func (f roundTripFunc) RoundTrip(r *http.Request) (*http.Response, error) { return f(r) }
+
+type pipeHijacker struct {
+	*httptest.ResponseRecorder
+	conn net.Conn
+}
+
+func (h pipeHijacker) Hijack() (net.Conn, *bufio.ReadWriter, error) {
+	return h.conn, bufio.NewReadWriter(bufio.NewReader(h.conn), bufio.NewWriter(h.conn)), nil
+}
+
+// wsPipe returns an in-memory websocket pair over net.Pipe (no buffering at all,
+// so backpressure is immediate): client is the module's side, server the
+// remote's; raw is the server's underlying connection. Both are closed at the
+// end of the test.
+func wsPipe(t *testing.T) (client, server *websocket.Conn, raw net.Conn) {
+	t.Helper()
+	tr := roundTripFunc(func(r *http.Request) (*http.Response, error) {
+		c1, c2 := net.Pipe()
+		rec := httptest.NewRecorder()
+		var err error
+		server, err = websocket.Accept(pipeHijacker{rec, c2}, r, nil)
+		if err != nil {
+			return nil, err
+		}
+		raw = c2
+		resp := rec.Result()
+		resp.Body = c1
+		return resp, nil
+	})
+	client, _, err := websocket.Dial(t.Context(), "ws://pipe", &websocket.DialOptions{HTTPClient: &http.Client{Transport: tr}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	server.SetReadLimit(-1)
+	t.Cleanup(func() {
+		client.CloseNow()
+		server.CloseNow()
+	})
+	return client, server, raw
+}
+
+// tcpPipe returns two ends of a loopback TCP connection, closed at the end of the test.
+func tcpPipe(t testing.TB) (a, b *net.TCPConn) {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	accepted := make(chan net.Conn, 1)
+	go func() {
+		c, _ := ln.Accept()
+		accepted <- c
+	}()
+	ca, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	cb := <-accepted
+	if cb == nil {
+		t.Fatal("accept failed")
+	}
+	t.Cleanup(func() {
+		ca.Close()
+		cb.Close()
+	})
+	return ca.(*net.TCPConn), cb.(*net.TCPConn)
+}
+
+// spliceResult runs Splice in a goroutine and returns a channel with its result.
+func startSplice(ctx context.Context, camera net.Conn, ws *websocket.Conn, opts SpliceOptions) <-chan Result {
+	done := make(chan Result, 1)
+	go func() { done <- Splice(ctx, camera, ws, opts) }()
+	return done
+}
+
+// awaitResult waits for a Splice result or fails the test when ctx ends.
+func awaitResult(t *testing.T, ctx context.Context, done <-chan Result) Result {
+	t.Helper()
+	select {
+	case r := <-done:
+		return r
+	case <-ctx.Done():
+		t.Fatal("Splice did not return")
+		return Result{}
+	}
+}

@@ -1,0 +1,355 @@
+package tunnel
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/coder/websocket"
+)
+
+// Reason says why a tunnel ended. The set is fixed (bounded metric label).
+type Reason string
+
+// The reasons a Splice ends; see the package documentation for close codes.
+const (
+	ReasonCameraClosed Reason = "camera_closed" // the camera closed its connection (EOF); sent 1000
+	ReasonCameraError  Reason = "camera_error"  // reading from or writing to the camera failed; sent 1011
+	ReasonRemoteClosed Reason = "remote_closed" // the remote sent a close frame (Result.CloseCode)
+	ReasonRemoteError  Reason = "remote_error"  // the websocket failed without a close frame, or the remote broke the protocol
+	ReasonIdle         Reason = "idle"          // no bytes either way for IdleTimeout; sent 1000
+	ReasonMaxDuration  Reason = "max_duration"  // MaxDuration elapsed; sent 1000
+	ReasonDeadPeer     Reason = "dead_peer"     // a ping went unanswered for PingTimeout; no close handshake
+	ReasonShutdown     Reason = "shutdown"      // Splice's ctx was cancelled; sent 1001
+)
+
+// Reasons lists every Reason, e.g. to initialise metric label values.
+var Reasons = []Reason{ReasonCameraClosed, ReasonCameraError, ReasonRemoteClosed, ReasonRemoteError,
+	ReasonIdle, ReasonMaxDuration, ReasonDeadPeer, ReasonShutdown}
+
+// Counter receives byte counts; a prometheus.Counter satisfies it.
+type Counter interface{ Add(float64) }
+
+// Stats counts the bytes a Splice delivered, per direction. The zero value is
+// ready; its methods are safe to call while Splice runs.
+type Stats struct {
+	toRemote, toCamera atomic.Int64
+}
+
+// ToRemote returns the bytes read from the camera and written to the websocket so far.
+func (s *Stats) ToRemote() int64 { return s.toRemote.Load() }
+
+// ToCamera returns the bytes read from the websocket and written to the camera so far.
+func (s *Stats) ToCamera() int64 { return s.toCamera.Load() }
+
+// SpliceOptions configures Splice. The zero value means no pings, no idle
+// timeout and no duration limit.
+type SpliceOptions struct {
+	// PingInterval is the interval between websocket pings; 0 disables them.
+	PingInterval time.Duration
+	// PingTimeout is how long a ping may go unanswered before the remote is a
+	// dead peer. Zero means 10s. A remote that stops reading for this long
+	// counts as dead too: its pong queues behind our data.
+	PingTimeout time.Duration
+	// IdleTimeout ends the tunnel when no bytes flowed either way for this
+	// long (pings do not count); 0 disables it.
+	IdleTimeout time.Duration
+	// MaxDuration ends the tunnel after this long; 0 means unlimited.
+	MaxDuration time.Duration
+	// CloseTimeout is how long the close handshake may wait for blocked
+	// reads and writes before they are aborted; see Splice. Zero means 3s.
+	CloseTimeout time.Duration
+
+	// Stats, when set, is updated as bytes are delivered.
+	Stats *Stats
+	// ToRemoteTotal and ToCameraTotal, when set, also receive every delivered
+	// byte count (for process-wide counters).
+	ToRemoteTotal, ToCameraTotal Counter
+}
+
+// Result tells how a Splice ended.
+type Result struct {
+	Reason Reason
+	// CloseCode is the code the remote sent when Reason is ReasonRemoteClosed,
+	// otherwise the code the module sent; -1 when no close frame was exchanged.
+	CloseCode websocket.StatusCode
+	// Err is the failure behind ReasonCameraError, ReasonRemoteError and
+	// ReasonDeadPeer; nil otherwise.
+	Err error
+	// ToRemote and ToCamera are the bytes delivered in each direction.
+	ToRemote, ToCamera int64
+	// Duration is how long Splice ran.
+	Duration time.Duration
+}
+
+// bufSize is the copy buffer per direction: large enough to carry a burst of
+// video in one websocket message, small enough for many tunnels.
+const bufSize = 32 << 10
+
+var bufPool = sync.Pool{New: func() any { b := make([]byte, bufSize); return &b }}
+
+// errTextMessage is the protocol error of a remote that sends text.
+var errTextMessage = errors.New("remote sent a text message; the tunnel carries binary messages only")
+
+// Splice copies bytes between camera and ws until either side closes, a
+// timeout fires or ctx is cancelled (shutdown: close code 1001), and reports
+// why it ended.
+//
+// Splice takes ownership of camera and ws: both are closed when it returns.
+// It blocks for the life of the tunnel and returns only after every goroutine
+// it started has exited. It runs one reader and one writer per direction and
+// never queues: a stalled peer stalls the opposite side through TCP
+// backpressure.
+//
+// The close handshake is bounded: reads and writes still blocked after
+// opts.CloseTimeout are aborted, which closes the connection at once while
+// the websocket reader runs (the usual case); a peer that never answers the
+// close frame is otherwise given up on by coder/websocket after 5 s.
+func Splice(ctx context.Context, camera net.Conn, ws *websocket.Conn, opts SpliceOptions) Result {
+	s := &splice{camera: camera, ws: ws, opts: opts, start: time.Now()}
+	if s.opts.Stats == nil {
+		s.opts.Stats = new(Stats)
+	}
+	if s.opts.PingTimeout <= 0 {
+		s.opts.PingTimeout = 10 * time.Second
+	}
+	if s.opts.CloseTimeout <= 0 {
+		s.opts.CloseTimeout = 3 * time.Second
+	}
+	ws.SetReadLimit(-1) // messages are streamed, never buffered whole
+
+	// dataCtx bounds the data-path reads and writes. It is not derived from
+	// ctx: on shutdown the tunnel closes gracefully first, and cancels dataCtx
+	// only to force a close that did not complete in time.
+	dataCtx, cancelData := context.WithCancel(context.Background())
+	defer cancelData()
+	pingCtx, stopPing := context.WithCancel(dataCtx)
+	defer stopPing()
+
+	// Each goroutine sends at most one event; the buffer lets all of them
+	// finish without a receiver.
+	events := make(chan event, 3)
+	var wg sync.WaitGroup
+	wg.Go(func() { events <- s.cameraToRemote(dataCtx) })
+	wg.Go(func() { events <- s.remoteToCamera(dataCtx) })
+	if s.opts.PingInterval > 0 {
+		wg.Go(func() {
+			if ev, dead := s.pingLoop(pingCtx); dead {
+				events <- ev
+			}
+		})
+	}
+
+	first := s.wait(ctx, events)
+	stopPing()
+	res := s.close(first, cancelData)
+	wg.Wait()
+	res.ToRemote = s.opts.Stats.ToRemote()
+	res.ToCamera = s.opts.Stats.ToCamera()
+	res.Duration = time.Since(s.start)
+	return res
+}
+
+// splice is the state of one Splice call. Fields are static after
+// construction except lastActive, which both copy goroutines update.
+type splice struct {
+	camera     net.Conn
+	ws         *websocket.Conn
+	opts       SpliceOptions
+	start      time.Time
+	lastActive atomic.Int64 // nanoseconds since start of the last byte moved
+}
+
+// event is the first thing that ended a tunnel.
+type event struct {
+	reason Reason
+	code   websocket.StatusCode // received close code (remote_closed), or code to send (0: default)
+	err    error
+}
+
+func (s *splice) touch() { s.lastActive.Store(int64(time.Since(s.start))) }
+
+// wait returns the first event: a goroutine finished, ctx ended, or a timer fired.
+func (s *splice) wait(ctx context.Context, events <-chan event) event {
+	var maxC, idleC <-chan time.Time
+	if s.opts.MaxDuration > 0 {
+		t := time.NewTimer(s.opts.MaxDuration)
+		defer t.Stop()
+		maxC = t.C
+	}
+	var idle *time.Timer
+	if s.opts.IdleTimeout > 0 {
+		idle = time.NewTimer(s.opts.IdleTimeout)
+		defer idle.Stop()
+		idleC = idle.C
+	}
+	for {
+		select {
+		case ev := <-events:
+			return ev
+		case <-ctx.Done():
+			return event{reason: ReasonShutdown}
+		case <-maxC:
+			return event{reason: ReasonMaxDuration}
+		case <-idleC:
+			// The copy goroutines only record activity; the timer is
+			// re-armed here for the remaining quiet time.
+			quiet := time.Since(s.start) - time.Duration(s.lastActive.Load())
+			if quiet >= s.opts.IdleTimeout {
+				return event{reason: ReasonIdle}
+			}
+			idle.Reset(s.opts.IdleTimeout - quiet)
+		}
+	}
+}
+
+// cameraToRemote is the only reader of camera and the only data writer of ws.
+func (s *splice) cameraToRemote(ctx context.Context) event {
+	bp := bufPool.Get().(*[]byte)
+	defer bufPool.Put(bp)
+	buf := *bp
+	for {
+		n, err := s.camera.Read(buf)
+		if n > 0 {
+			s.touch()
+			if werr := s.ws.Write(ctx, websocket.MessageBinary, buf[:n]); werr != nil {
+				return remoteEvent(fmt.Errorf("failed to write to websocket: %w", werr))
+			}
+			s.opts.Stats.toRemote.Add(int64(n))
+			if s.opts.ToRemoteTotal != nil {
+				s.opts.ToRemoteTotal.Add(float64(n))
+			}
+		}
+		if err != nil {
+			if errors.Is(err, io.EOF) {
+				return event{reason: ReasonCameraClosed}
+			}
+			return event{reason: ReasonCameraError, err: fmt.Errorf("failed to read from camera: %w", err)}
+		}
+	}
+}
+
+// remoteToCamera is the only reader of ws and the only writer of camera.
+func (s *splice) remoteToCamera(ctx context.Context) event {
+	bp := bufPool.Get().(*[]byte)
+	defer bufPool.Put(bp)
+	buf := *bp
+	for {
+		typ, r, err := s.ws.Reader(ctx)
+		if err != nil {
+			return remoteEvent(fmt.Errorf("failed to read from websocket: %w", err))
+		}
+		if typ != websocket.MessageBinary {
+			return event{reason: ReasonRemoteError, code: websocket.StatusUnsupportedData, err: errTextMessage}
+		}
+		for {
+			n, err := r.Read(buf)
+			if n > 0 {
+				s.touch()
+				if _, werr := s.camera.Write(buf[:n]); werr != nil {
+					return event{reason: ReasonCameraError, err: fmt.Errorf("failed to write to camera: %w", werr)}
+				}
+				s.opts.Stats.toCamera.Add(int64(n))
+				if s.opts.ToCameraTotal != nil {
+					s.opts.ToCameraTotal.Add(float64(n))
+				}
+			}
+			if errors.Is(err, io.EOF) {
+				break // end of this message
+			}
+			if err != nil {
+				return remoteEvent(fmt.Errorf("failed to read from websocket: %w", err))
+			}
+		}
+	}
+}
+
+// remoteEvent classifies a websocket error: a close frame from the remote, or a failure.
+func remoteEvent(err error) event {
+	if code := websocket.CloseStatus(err); code != -1 {
+		return event{reason: ReasonRemoteClosed, code: code}
+	}
+	return event{reason: ReasonRemoteError, err: err}
+}
+
+// pingLoop pings every PingInterval and reports a dead peer when a pong does
+// not arrive within PingTimeout. It returns dead=false when ctx ends or the
+// connection fails otherwise (the copy goroutines report that).
+func (s *splice) pingLoop(ctx context.Context) (ev event, dead bool) {
+	t := time.NewTicker(s.opts.PingInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return event{}, false
+		case <-t.C:
+		}
+		pctx, cancel := context.WithTimeout(ctx, s.opts.PingTimeout)
+		err := s.ws.Ping(pctx)
+		cancel()
+		if err != nil {
+			if ctx.Err() == nil && errors.Is(err, context.DeadlineExceeded) {
+				return event{reason: ReasonDeadPeer, err: fmt.Errorf("no pong within %v: %w", s.opts.PingTimeout, err)}, true
+			}
+			return event{}, false
+		}
+	}
+}
+
+// close ends both connections after first and returns the result without byte counts.
+func (s *splice) close(first event, cancelData context.CancelFunc) Result {
+	res := Result{Reason: first.reason, Err: first.err, CloseCode: -1}
+	// Closing the camera first unblocks a copy goroutine stuck writing to it,
+	// so that the websocket's reader is free to take the close handshake.
+	_ = s.camera.Close()
+
+	var code websocket.StatusCode
+	var text string
+	switch first.reason {
+	case ReasonRemoteClosed:
+		res.CloseCode = first.code // the library has answered and closed
+	case ReasonRemoteError:
+		if first.code != 0 {
+			code, text = first.code, "binary messages only"
+		}
+	case ReasonDeadPeer:
+		// No handshake with a peer that does not answer.
+	case ReasonCameraClosed:
+		code, text = websocket.StatusNormalClosure, "camera closed the connection"
+	case ReasonCameraError:
+		code, text = websocket.StatusInternalError, "camera connection failed"
+	case ReasonIdle:
+		code, text = websocket.StatusNormalClosure, "idle timeout"
+	case ReasonMaxDuration:
+		code, text = websocket.StatusNormalClosure, "maximum session duration reached"
+	case ReasonShutdown:
+		code, text = websocket.StatusGoingAway, "module shutting down"
+	}
+	if code == 0 {
+		cancelData()
+		_ = s.ws.CloseNow()
+		return res
+	}
+	res.CloseCode = code
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		_ = s.ws.Close(code, text)
+	}()
+	t := time.NewTimer(s.opts.CloseTimeout)
+	defer t.Stop()
+	select {
+	case <-done:
+	case <-t.C:
+		// A blocked data write or read holds the connection: cancelling
+		// dataCtx closes it underneath, which also ends Close.
+		cancelData()
+		<-done
+	}
+	return res
+}

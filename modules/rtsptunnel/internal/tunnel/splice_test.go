@@ -1,0 +1,373 @@
+package tunnel
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"errors"
+	"io"
+	"math/rand/v2"
+	"net"
+	"runtime"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/coder/websocket"
+)
+
+// randomBytes returns n reproducible pseudo-random bytes.
+func randomBytes(n int, seed uint64) []byte {
+	r := rand.New(rand.NewPCG(seed, seed))
+	b := make([]byte, n)
+	for i := range b {
+		b[i] = byte(r.Uint32())
+	}
+	return b
+}
+
+// readRemote reads binary messages from ws until a close frame and returns the
+// bytes and the close error.
+func readRemote(ctx context.Context, ws *websocket.Conn) ([]byte, error) {
+	var buf bytes.Buffer
+	for {
+		typ, r, err := ws.Reader(ctx)
+		if err != nil {
+			return buf.Bytes(), err
+		}
+		if typ != websocket.MessageBinary {
+			return buf.Bytes(), errors.New("text message")
+		}
+		if _, err := io.Copy(&buf, r); err != nil {
+			return buf.Bytes(), err
+		}
+	}
+}
+
+// TestSpliceIntegrity sends large random payloads both ways at once, in odd
+// chunk and message sizes (up to 3 MiB messages), and checks every byte.
+func TestSpliceIntegrity(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		tcp  bool
+	}{{"pipe", false}, {"tcp", true}} {
+		t.Run(tc.name, func(t *testing.T) {
+			ctx := testCtx(t, 30*time.Second)
+			const n = 6 << 20
+			up, down := randomBytes(n, 1), randomBytes(n, 2)
+			client, server, _ := wsPipe(t)
+			var camera, peer net.Conn
+			if tc.tcp {
+				camera, peer = tcpPipe(t)
+			} else {
+				camera, peer = net.Pipe()
+			}
+			stats := new(Stats)
+			var toRemoteTotal, toCameraTotal atomicCounter
+			done := startSplice(ctx, camera, client, SpliceOptions{Stats: stats, ToRemoteTotal: &toRemoteTotal, ToCameraTotal: &toCameraTotal, PingInterval: 50 * time.Millisecond})
+
+			var wg sync.WaitGroup
+			var gotAtRemote []byte
+			var remoteErr error
+			wg.Go(func() { gotAtRemote, remoteErr = readRemote(ctx, server) })
+			wg.Go(func() { // the remote sends messages of odd sizes, one over 1 MiB
+				r := rand.New(rand.NewPCG(3, 3))
+				for off := 0; off < n; {
+					size := min(1+r.IntN(70000), n-off)
+					if off == 0 {
+						size = 3 << 20
+					}
+					if err := server.Write(ctx, websocket.MessageBinary, down[off:off+size]); err != nil {
+						t.Errorf("remote write: %v", err)
+						return
+					}
+					off += size
+				}
+			})
+			var gotAtCamera []byte
+			readDone := make(chan struct{})
+			go func() {
+				defer close(readDone)
+				gotAtCamera = make([]byte, n)
+				if _, err := io.ReadFull(peer, gotAtCamera); err != nil {
+					t.Errorf("camera read: %v", err)
+				}
+			}()
+			r := rand.New(rand.NewPCG(4, 4))
+			for off := 0; off < n; {
+				size := min(1+r.IntN(50000), n-off)
+				if _, err := peer.Write(up[off : off+size]); err != nil {
+					t.Fatalf("camera write: %v", err)
+				}
+				off += size
+			}
+			<-readDone
+			if stats.ToRemote() > n || stats.ToCamera() != n {
+				t.Errorf("live stats: to remote %d, to camera %d", stats.ToRemote(), stats.ToCamera())
+			}
+			peer.Close() // camera EOF ends the tunnel with 1000
+			res := awaitResult(t, ctx, done)
+			wg.Wait()
+
+			if websocket.CloseStatus(remoteErr) != websocket.StatusNormalClosure {
+				t.Errorf("remote saw %v, want close 1000", remoteErr)
+			}
+			if sha256.Sum256(gotAtRemote) != sha256.Sum256(up) {
+				t.Errorf("camera→remote corrupted: got %d bytes, want %d", len(gotAtRemote), n)
+			}
+			if sha256.Sum256(gotAtCamera) != sha256.Sum256(down) {
+				t.Errorf("remote→camera corrupted")
+			}
+			if res.Reason != ReasonCameraClosed || res.CloseCode != websocket.StatusNormalClosure || res.Err != nil {
+				t.Errorf("result = %+v", res)
+			}
+			if res.ToRemote != n || res.ToCamera != n || toRemoteTotal.Load() != n || toCameraTotal.Load() != n {
+				t.Errorf("counts: %+v, totals %d %d", res, toRemoteTotal.Load(), toCameraTotal.Load())
+			}
+		})
+	}
+}
+
+type atomicCounter struct{ atomic.Int64 }
+
+func (c *atomicCounter) Add(v float64) { c.Int64.Add(int64(v)) }
+
+// TestSpliceEnds checks every way a tunnel ends: its Result, what the remote
+// sees, and that the camera is closed.
+func TestSpliceEnds(t *testing.T) {
+	for _, tc := range []struct {
+		name       string
+		opts       SpliceOptions
+		act        func(ctx context.Context, cancel context.CancelFunc, peer net.Conn, server *websocket.Conn)
+		wantReason Reason
+		wantCode   websocket.StatusCode // the code in Result
+		remoteCode websocket.StatusCode // the close code the remote reads; -1 none expected
+	}{
+		{
+			name:       "camera EOF",
+			act:        func(_ context.Context, _ context.CancelFunc, peer net.Conn, _ *websocket.Conn) { peer.Close() },
+			wantReason: ReasonCameraClosed, wantCode: 1000, remoteCode: 1000,
+		},
+		{
+			name: "camera reset",
+			act: func(_ context.Context, _ context.CancelFunc, peer net.Conn, _ *websocket.Conn) {
+				peer.(*net.TCPConn).SetLinger(0) // close with RST
+				peer.Close()
+			},
+			wantReason: ReasonCameraError, wantCode: 1011, remoteCode: 1011,
+		},
+		{
+			name: "remote closes",
+			act: func(_ context.Context, _ context.CancelFunc, _ net.Conn, server *websocket.Conn) {
+				server.Close(4000, "bye")
+			},
+			wantReason: ReasonRemoteClosed, wantCode: 4000, remoteCode: -1,
+		},
+		{
+			name: "remote sends text",
+			act: func(ctx context.Context, _ context.CancelFunc, _ net.Conn, server *websocket.Conn) {
+				server.Write(ctx, websocket.MessageText, []byte("hello"))
+			},
+			wantReason: ReasonRemoteError, wantCode: 1003, remoteCode: 1003,
+		},
+		{
+			name:       "idle",
+			opts:       SpliceOptions{IdleTimeout: 150 * time.Millisecond},
+			act:        func(context.Context, context.CancelFunc, net.Conn, *websocket.Conn) {},
+			wantReason: ReasonIdle, wantCode: 1000, remoteCode: 1000,
+		},
+		{
+			name:       "max duration",
+			opts:       SpliceOptions{MaxDuration: 150 * time.Millisecond},
+			act:        func(context.Context, context.CancelFunc, net.Conn, *websocket.Conn) {},
+			wantReason: ReasonMaxDuration, wantCode: 1000, remoteCode: 1000,
+		},
+		{
+			name:       "shutdown",
+			act:        func(_ context.Context, cancel context.CancelFunc, _ net.Conn, _ *websocket.Conn) { cancel() },
+			wantReason: ReasonShutdown, wantCode: 1001, remoteCode: 1001,
+		},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ctx := testCtx(t, 10*time.Second)
+			spliceCtx, cancel := context.WithCancel(ctx)
+			defer cancel()
+			client, server, _ := wsPipe(t)
+			camera, peer := tcpPipe(t)
+			remote := make(chan error, 1)
+			go func() {
+				_, err := readRemote(ctx, server)
+				remote <- err
+			}()
+			cameraEOF := make(chan error, 1)
+			go func() {
+				_, err := io.Copy(io.Discard, peer)
+				cameraEOF <- err
+			}()
+			done := startSplice(spliceCtx, camera, client, tc.opts)
+			tc.act(ctx, cancel, peer, server)
+			res := awaitResult(t, ctx, done)
+			if res.Reason != tc.wantReason || res.CloseCode != tc.wantCode {
+				t.Errorf("result = %+v, want reason %s code %d", res, tc.wantReason, tc.wantCode)
+			}
+			if (res.Err != nil) != (tc.wantReason == ReasonCameraError || tc.wantReason == ReasonRemoteError) {
+				t.Errorf("result error = %v", res.Err)
+			}
+			err := <-remote
+			if tc.remoteCode != -1 && websocket.CloseStatus(err) != tc.remoteCode {
+				t.Errorf("remote read %v, want close %d", err, tc.remoteCode)
+			}
+			select {
+			case <-cameraEOF: // the camera connection was closed
+			case <-ctx.Done():
+				t.Error("camera connection left open")
+			}
+		})
+	}
+}
+
+// TestSpliceIdleActivity checks that traffic in either direction keeps a tunnel alive.
+func TestSpliceIdleActivity(t *testing.T) {
+	ctx := testCtx(t, 10*time.Second)
+	client, server, _ := wsPipe(t)
+	camera, peer := net.Pipe()
+	go io.Copy(io.Discard, peer)
+	remote := make(chan error, 1)
+	go func() { _, err := readRemote(ctx, server); remote <- err }()
+	const idle = 200 * time.Millisecond
+	done := startSplice(ctx, camera, client, SpliceOptions{IdleTimeout: idle})
+	start := time.Now()
+	for i := range 12 { // 600ms of alternating traffic, a byte every 50ms
+		time.Sleep(idle / 4)
+		if i%2 == 0 {
+			peer.Write([]byte{1})
+		} else {
+			server.Write(ctx, websocket.MessageBinary, []byte{2})
+		}
+	}
+	select {
+	case r := <-done:
+		t.Fatalf("tunnel with traffic ended after %v: %+v", time.Since(start), r)
+	default:
+	}
+	res := awaitResult(t, ctx, done) // now quiet: idle ends it
+	if res.Reason != ReasonIdle || res.ToRemote != 6 || res.ToCamera != 6 {
+		t.Errorf("result = %+v", res)
+	}
+	<-remote
+}
+
+// TestSpliceDeadPeer: a remote that accepts bytes but never answers pings is
+// detected within PingInterval + PingTimeout.
+func TestSpliceDeadPeer(t *testing.T) {
+	ctx := testCtx(t, 10*time.Second)
+	client, _, raw := wsPipe(t)
+	go io.Copy(io.Discard, raw) // swallows pings: never a pong
+	camera, peer := net.Pipe()
+	defer peer.Close()
+	go io.Copy(io.Discard, peer)
+	start := time.Now()
+	res := awaitResult(t, ctx, startSplice(ctx, camera, client, SpliceOptions{PingInterval: 100 * time.Millisecond, PingTimeout: 100 * time.Millisecond}))
+	if res.Reason != ReasonDeadPeer || res.CloseCode != -1 || !errors.Is(res.Err, context.DeadlineExceeded) {
+		t.Errorf("result = %+v", res)
+	}
+	if d := time.Since(start); d > 2*time.Second {
+		t.Errorf("dead peer detected after %v", d)
+	}
+}
+
+// TestSplicePingsKeepLiveRemote: a responsive remote survives many pings.
+func TestSplicePingsKeepLiveRemote(t *testing.T) {
+	ctx := testCtx(t, 10*time.Second)
+	client, server, _ := wsPipe(t)
+	go readRemote(ctx, server) // reading answers pings
+	camera, peer := net.Pipe()
+	done := startSplice(ctx, camera, client, SpliceOptions{PingInterval: 20 * time.Millisecond, PingTimeout: 500 * time.Millisecond})
+	time.Sleep(300 * time.Millisecond)
+	peer.Close()
+	if res := awaitResult(t, ctx, done); res.Reason != ReasonCameraClosed {
+		t.Errorf("result = %+v", res)
+	}
+}
+
+// TestSpliceBackpressure: a remote that stops reading stalls only its own
+// tunnel: the camera's writes block after a bounded number of bytes, memory does
+// not grow, and another tunnel keeps full speed. Shutdown still ends the stalled
+// tunnel within its close timeout.
+func TestSpliceBackpressure(t *testing.T) {
+	ctx := testCtx(t, 30*time.Second)
+
+	// Tunnel A: remote never reads.
+	clientA, _, _ := wsPipe(t)
+	cameraA, peerA := net.Pipe()
+	ctxA, shutdownA := context.WithCancel(ctx)
+	defer shutdownA()
+	doneA := startSplice(ctxA, cameraA, clientA, SpliceOptions{CloseTimeout: 200 * time.Millisecond})
+	var written atomic.Int64
+	writerDone := make(chan struct{})
+	go func() {
+		defer close(writerDone)
+		chunk := make([]byte, 16<<10)
+		for {
+			n, err := peerA.Write(chunk)
+			written.Add(int64(n))
+			if err != nil {
+				return
+			}
+		}
+	}()
+	waitStable := func() int64 {
+		prev := int64(-1)
+		for {
+			time.Sleep(100 * time.Millisecond)
+			cur := written.Load()
+			if cur == prev {
+				return cur
+			}
+			prev = cur
+		}
+	}
+	runtime.GC()
+	var before, after runtime.MemStats
+	runtime.ReadMemStats(&before)
+	stalledAt := waitStable()
+	if stalledAt > 1<<20 {
+		t.Errorf("camera wrote %d bytes into a stalled tunnel; want a bound near one buffer", stalledAt)
+	}
+
+	// Tunnel B carries 8 MiB while A is stalled.
+	clientB, serverB, _ := wsPipe(t)
+	cameraB, peerB := net.Pipe()
+	doneB := startSplice(ctx, cameraB, clientB, SpliceOptions{})
+	payload := randomBytes(8<<20, 9)
+	got := make(chan []byte, 1)
+	go func() { b, _ := readRemote(ctx, serverB); got <- b }()
+	go func() { peerB.Write(payload); peerB.Close() }()
+	if b := <-got; !bytes.Equal(b, payload) {
+		t.Errorf("tunnel B delivered %d of %d bytes", len(b), len(payload))
+	}
+	if res := awaitResult(t, ctx, doneB); res.Reason != ReasonCameraClosed {
+		t.Errorf("tunnel B result = %+v", res)
+	}
+
+	if w := written.Load(); w != stalledAt {
+		t.Errorf("stalled tunnel moved on: %d → %d bytes", stalledAt, w)
+	}
+	runtime.GC()
+	runtime.ReadMemStats(&after)
+	if growth := int64(after.HeapInuse) - int64(before.HeapInuse); growth > 4<<20 {
+		t.Errorf("heap grew by %d bytes while a tunnel was stalled", growth)
+	}
+
+	start := time.Now()
+	shutdownA()
+	res := awaitResult(t, ctx, doneA)
+	if res.Reason != ReasonShutdown {
+		t.Errorf("tunnel A result = %+v", res)
+	}
+	if d := time.Since(start); d > 2*time.Second {
+		t.Errorf("stalled tunnel took %v to shut down", d)
+	}
+	<-writerDone
+}
