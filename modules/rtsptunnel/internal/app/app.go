@@ -106,8 +106,8 @@ func (a *App) Run(ctx context.Context) error {
 		ModelID:            hub.DefaultModelID,
 		Logger:             log.With("component", "hub"),
 		OnConnectionChange: m.SetHubConnected,
-		OnTwin:             a.applyDesired,
-		OnDesiredPatch:     a.applyDesired,
+		OnTwin:             a.applyTwin,
+		OnDesiredPatch:     a.applyPatch,
 		OnConnected:        func() { a.reporter.Republish() },
 	})
 	if err != nil {
@@ -182,15 +182,27 @@ func (a *App) Run(ctx context.Context) error {
 // shutdownSlack covers the hub client's own disconnect handshake.
 const shutdownSlack = 2 * time.Second
 
-// applyDesired applies desired properties (the full set after a connect, or
-// a pushed patch), acknowledges each with the IoT Plug and Play convention,
-// and makes the valid ones live. Called by the hub client, never
-// concurrently.
-func (a *App) applyDesired(desired json.RawMessage) {
-	next, acks := a.cur.Apply(desired)
-	if len(acks) == 0 {
-		return
-	}
+// applyTwin applies the full desired properties read after a connect. They
+// apply on top of the start-up settings, not the current ones, so that a
+// property deleted while the module was disconnected returns to its start-up
+// value.
+func (a *App) applyTwin(desired json.RawMessage) {
+	a.applyDesired(a.Settings, desired)
+}
+
+// applyPatch applies a pushed desired-properties patch to the current
+// settings.
+func (a *App) applyPatch(patch json.RawMessage) {
+	a.applyDesired(a.cur, patch)
+}
+
+// applyDesired applies desired properties to base, acknowledges each with
+// the IoT Plug and Play convention, and makes the valid ones live. Called by
+// the hub client's desired callbacks, never concurrently.
+func (a *App) applyDesired(base settings.Settings, desired json.RawMessage) {
+	// No early return when acks is empty: a full twin without settings
+	// still returns deleted properties to their start-up values.
+	next, acks := base.Apply(desired)
 	prev := a.cur
 	refuse := func(name string, err error) {
 		if ack, ok := acks[name]; ok && ack.AC == 200 {
@@ -211,12 +223,16 @@ func (a *App) applyDesired(desired json.RawMessage) {
 		for name := range acks {
 			refuse(name, err)
 		}
-		a.moveMetricsServer(next.MetricsAddr, prev.MetricsAddr)
+		if next.MetricsAddr != prev.MetricsAddr {
+			a.moveMetricsServer(next.MetricsAddr, prev.MetricsAddr)
+		}
 		next = prev
 	}
 	a.cur = next
 	a.Level.Set(next.SlogLevel())
-	a.reporter.Ack(acks)
+	if len(acks) > 0 {
+		a.reporter.Ack(acks)
+	}
 	for name, ack := range acks {
 		a.Logger.Info("desired property", "name", name, "status", ack.AC, "version", ack.AV, "reason", ack.AD)
 	}

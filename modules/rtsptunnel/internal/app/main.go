@@ -141,4 +141,3 @@ func envMap(environ []string) map[string]string {
 	}
 	return m
 }
-

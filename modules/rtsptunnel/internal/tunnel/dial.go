@@ -23,7 +23,7 @@ type DialOptions struct {
 	// control characters (the caller validates it). It never appears in errors.
 	Token string
 
-	// UserAgent is the User-Agent header; see UserAgent. Empty means UserAgent("dev").
+	// UserAgent is the User-Agent header; see UserAgent. Empty means UserAgent("").
 	UserAgent string
 
 	// RootCAs verifies the remote's certificate; nil means the system roots.
@@ -41,9 +41,12 @@ type DialOptions struct {
 	DialContext func(ctx context.Context, network, addr string) (net.Conn, error)
 }
 
-// UserAgent returns the User-Agent the module sends: module name and version,
-// operating system and architecture.
+// UserAgent returns the User-Agent the module sends: module name and version
+// ("dev" when empty), operating system and architecture.
 func UserAgent(version string) string {
+	if version == "" {
+		version = "dev"
+	}
 	return fmt.Sprintf("rtsptunnel/%s (%s; %s) azure-iot-edge-module", version, runtime.GOOS, runtime.GOARCH)
 }
 
@@ -112,11 +115,15 @@ func Dial(ctx context.Context, endpoint string, opts DialOptions) (_ *websocket.
 	// the request is cancelled; track the connections so that a failed Dial
 	// closes them at once instead of leaving them for the handshake timeout.
 	var conns trackedConns
-	defer conns.closeUnless(func() bool { return err == nil })
+	defer func() {
+		if err != nil {
+			conns.closeAll()
+		}
+	}()
 	dialContext = conns.wrap(dialContext)
 	userAgent := opts.UserAgent
 	if userAgent == "" {
-		userAgent = UserAgent("dev")
+		userAgent = UserAgent("")
 	}
 	// One transport per tunnel: each websocket needs its own TCP connection
 	// anyway, and with keep-alives off a refused handshake leaves no idle
@@ -211,12 +218,8 @@ func (t *trackedConns) wrap(dial func(ctx context.Context, network, addr string)
 	}
 }
 
-// closeUnless closes every tracked connection unless keep reports true, and
-// any connection made later.
-func (t *trackedConns) closeUnless(keep func() bool) {
-	if keep() {
-		return
-	}
+// closeAll closes every tracked connection, and any made later.
+func (t *trackedConns) closeAll() {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	t.closed = true
