@@ -30,3 +30,13 @@ go vet $pkgs
 echo "==> go test -race"
 # -count=1: end-to-end tests depend on binaries and ffmpeg outside Go's cache key.
 go test -race -count=1 -timeout 30m "$@" $pkgs
+
+echo "==> fuzz"
+# Every Go fuzz target for FUZZTIME each (default 10s); see scripts/fuzz.sh.
+# SKIP_FUZZ=1 skips this step.
+[ "${SKIP_FUZZ:-}" = 1 ] || scripts/fuzz.sh
+
+echo "==> govulncheck"
+# Called vulnerabilities in dependencies fail; standard-library ones warn (see
+# scripts/vulncheck.sh). SKIP_VULNCHECK=1 skips this step.
+[ "${SKIP_VULNCHECK:-}" = 1 ] || scripts/vulncheck.sh

@@ -3,9 +3,13 @@ module github.com/rtsptunnel/rtsptunnel/tests
 go 1.26.0
 
 require (
+	github.com/coder/websocket v1.8.15
+	go.uber.org/goleak v1.3.0
+)
+
+require (
 	github.com/bluenviron/gortsplib/v4 v4.16.2 // indirect
 	github.com/bluenviron/mediacommon/v2 v2.4.1 // indirect
-	github.com/coder/websocket v1.8.15
 	github.com/google/uuid v1.6.0 // indirect
 	github.com/pion/logging v0.2.3 // indirect
 	github.com/pion/randutil v0.1.0 // indirect
@@ -14,7 +18,7 @@ require (
 	github.com/pion/sdp/v3 v3.0.15 // indirect
 	github.com/pion/srtp/v3 v3.0.6 // indirect
 	github.com/pion/transport/v3 v3.0.7 // indirect
-	go.uber.org/goleak v1.3.0
+	golang.org/x/image v0.48.0 // indirect
 	golang.org/x/net v0.43.0 // indirect
-	golang.org/x/sys v0.35.0 // indirect
+	golang.org/x/sys v0.50.0 // indirect
 )

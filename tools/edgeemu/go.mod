@@ -11,7 +11,7 @@ require (
 
 require (
 	github.com/Azure/go-amqp v0.18.1 // indirect
-	github.com/gorilla/websocket v1.5.0 // indirect
+	github.com/gorilla/websocket v1.5.3 // indirect
 	github.com/rs/xid v1.4.0 // indirect
-	golang.org/x/net v0.33.0 // indirect
+	golang.org/x/net v0.62.0 // indirect
 )

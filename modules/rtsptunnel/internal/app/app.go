@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strings"
 	"sync"
 	"time"
 
@@ -100,6 +101,7 @@ func (a *App) Run(ctx context.Context) error {
 
 	client, err := hub.New(hub.Options{
 		Identity:           a.Identity,
+		RetryMax:           retryMax(a.Identity),
 		Transport:          a.cur.HubTransport,
 		Port:               a.cur.HubPort,
 		TokenLifetime:      a.cur.TokenLifetime,
@@ -181,6 +183,22 @@ func (a *App) Run(ctx context.Context) error {
 		log.Info("rtsptunnel stopped")
 	}
 	return runErr
+}
+
+// gatewayRetryMax caps the reconnect backoff when the module connects through
+// a gateway (edgeHub) rather than to IoT Hub itself. The gateway runs next to
+// the module, so retrying every 1-2 s costs a local TLS handshake, and the
+// module is back within 2 s of an edgeHub restart (an update, a deployment).
+// IoT Hub itself keeps the hub client's 30 s cap, out of respect for its
+// connection throttling when many devices come back at once.
+const gatewayRetryMax = 2 * time.Second
+
+// retryMax returns the reconnect backoff cap for id (0: the hub default).
+func retryMax(id *identity.Identity) time.Duration {
+	if id.Mode != identity.ModeConnectionString || !strings.EqualFold(id.GatewayHostName, id.HubHostName) {
+		return gatewayRetryMax
+	}
+	return 0
 }
 
 // applyTwin applies the full desired properties read after a connect. They

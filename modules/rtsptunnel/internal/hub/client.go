@@ -85,6 +85,10 @@ type Options struct {
 	// Proxy chooses the HTTP proxy for TransportMQTTWS (default
 	// http.ProxyFromEnvironment: HTTPS_PROXY, NO_PROXY).
 	Proxy func(*http.Request) (*url.URL, error)
+	// RetryMax caps the exponential backoff between connect attempts
+	// (default 30s). A gateway next to the module (edgeHub) can take a short
+	// cap: the module is then back within that long of the gateway's return.
+	RetryMax time.Duration
 
 	// OnConnectionChange is called from Run when the client goes from
 	// disconnected to connected and back; not during a token renewal, which
@@ -191,6 +195,9 @@ func New(opts Options) (*Client, error) {
 		handlers: map[string]MethodHandler{},
 		sem:      make(chan struct{}, maxConcurrentMethods),
 		changed:  make(chan struct{}),
+	}
+	if opts.RetryMax > 0 {
+		c.retryMax = max(opts.RetryMax, c.retryMin)
 	}
 	c.log = opts.Logger.With("hub", id.HubHostName, "gateway", id.GatewayHostName,
 		"client_id", id.ClientID(), "transport", opts.Transport)

@@ -13,7 +13,7 @@
 //
 //	payload                  empty, not JSON, or not an object           target "payload"
 //	remoteEndpoint           missing, not a string, not an absolute       target "remoteEndpoint"
-//	                         wss:// URL (ws:// only with
+//	                         wss:// URL of visible ASCII (ws:// only with
 //	                         allowInsecureWebSocket), user info,
 //	                         fragment, empty or invalid host or port
 //	                         host not in allowedRemoteHosts              target "remoteEndpoint"

@@ -180,6 +180,14 @@ func checkEndpoint(endpoint string, allowInsecure bool) (*url.URL, *openError) {
 			return nil, badRequest(target, "remoteEndpoint has an invalid port")
 		}
 	}
+	// url.Parse accepts spaces and non-ASCII bytes in paths, which no valid URL
+	// contains (RFC 3986: percent-encode them); refuse them rather than dial a
+	// URL that differs from what the caller sent.
+	for i := 0; i < len(endpoint); i++ {
+		if c := endpoint[i]; c <= ' ' || c >= 0x7f {
+			return nil, badRequest(target, "remoteEndpoint must be %s of visible ASCII characters (percent-encode others)", want)
+		}
+	}
 	return u, nil
 }
 

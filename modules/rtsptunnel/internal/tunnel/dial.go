@@ -136,7 +136,8 @@ func Dial(ctx context.Context, endpoint string, opts DialOptions) (_ *websocket.
 		DisableCompression: true,
 	}
 	client := &http.Client{
-		Transport: transport,
+		// frameTransport makes each websocket frame one write; see coalesce.go.
+		Transport: newFrameTransport(transport),
 		// Never follow redirects: the allowed-host check was made on endpoint.
 		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
 	}

@@ -30,10 +30,14 @@
 //
 // # Bounded memory
 //
-// Each direction has exactly one reader and one writer and one pooled 32 KiB
-// buffer; nothing is queued. A peer that stops reading stalls the opposite
-// side's reads (TCP backpressure) instead of growing memory, and never
-// affects other tunnels.
+// Each direction has exactly one reader and one writer and at most one pooled
+// 32 KiB buffer, taken only while bytes are moving: a tunnel waiting for the
+// camera or the remote holds none. Nothing is queued. A peer that stops
+// reading stalls the opposite side's reads (TCP backpressure) instead of
+// growing memory, and never affects other tunnels.
+//
+// Each websocket frame leaves in one write (see frameWriter), not in the
+// websocket library's 4 KiB pieces.
 //
 // The token is a secret: it is sent only in the Authorization header and never
 // appears in errors (endpoints in errors are redacted to scheme://host/path).

@@ -210,20 +210,23 @@ func (s *splice) wait(ctx context.Context, events <-chan event) event {
 
 // cameraToRemote is the only reader of camera and the only data writer of ws.
 func (s *splice) cameraToRemote(ctx context.Context) event {
-	bp := bufPool.Get().(*[]byte)
-	defer bufPool.Put(bp)
-	buf := *bp
+	read := poolReader(s.camera)
 	for {
-		n, err := s.camera.Read(buf)
+		bp, n, err := read()
 		if n > 0 {
 			s.touch()
-			if werr := s.ws.Write(ctx, websocket.MessageBinary, buf[:n]); werr != nil {
+			werr := s.ws.Write(ctx, websocket.MessageBinary, (*bp)[:n])
+			if werr != nil {
+				bufPool.Put(bp)
 				return remoteEvent(fmt.Errorf("failed to write to websocket: %w", werr))
 			}
 			s.opts.Stats.toRemote.Add(int64(n))
 			if s.opts.ToRemoteTotal != nil {
 				s.opts.ToRemoteTotal.Add(float64(n))
 			}
+		}
+		if bp != nil {
+			bufPool.Put(bp)
 		}
 		if err != nil {
 			if errors.Is(err, io.EOF) {
@@ -234,11 +237,9 @@ func (s *splice) cameraToRemote(ctx context.Context) event {
 	}
 }
 
-// remoteToCamera is the only reader of ws and the only writer of camera.
+// remoteToCamera is the only reader of ws and the only writer of camera. It
+// holds a copy buffer only while a message is being copied.
 func (s *splice) remoteToCamera(ctx context.Context) event {
-	bp := bufPool.Get().(*[]byte)
-	defer bufPool.Put(bp)
-	buf := *bp
 	for {
 		typ, r, err := s.ws.Reader(ctx)
 		if err != nil {
@@ -247,24 +248,35 @@ func (s *splice) remoteToCamera(ctx context.Context) event {
 		if typ != websocket.MessageBinary {
 			return event{reason: ReasonRemoteError, code: websocket.StatusUnsupportedData, err: errTextMessage}
 		}
-		for {
-			n, err := r.Read(buf)
-			if n > 0 {
-				s.touch()
-				if _, werr := s.camera.Write(buf[:n]); werr != nil {
-					return event{reason: ReasonCameraError, err: fmt.Errorf("failed to write to camera: %w", werr)}
-				}
-				s.opts.Stats.toCamera.Add(int64(n))
-				if s.opts.ToCameraTotal != nil {
-					s.opts.ToCameraTotal.Add(float64(n))
-				}
+		if ev, ok := s.copyMessage(r); !ok {
+			return ev
+		}
+	}
+}
+
+// copyMessage copies one websocket message to the camera. It returns ok at
+// the end of the message, otherwise the event that ends the tunnel.
+func (s *splice) copyMessage(r io.Reader) (ev event, ok bool) {
+	bp := bufPool.Get().(*[]byte)
+	defer bufPool.Put(bp)
+	buf := *bp
+	for {
+		n, err := r.Read(buf)
+		if n > 0 {
+			s.touch()
+			if _, werr := s.camera.Write(buf[:n]); werr != nil {
+				return event{reason: ReasonCameraError, err: fmt.Errorf("failed to write to camera: %w", werr)}, false
 			}
-			if errors.Is(err, io.EOF) {
-				break // end of this message
+			s.opts.Stats.toCamera.Add(int64(n))
+			if s.opts.ToCameraTotal != nil {
+				s.opts.ToCameraTotal.Add(float64(n))
 			}
-			if err != nil {
-				return remoteEvent(fmt.Errorf("failed to read from websocket: %w", err))
-			}
+		}
+		if errors.Is(err, io.EOF) {
+			return event{}, true // end of this message
+		}
+		if err != nil {
+			return remoteEvent(fmt.Errorf("failed to read from websocket: %w", err)), false
 		}
 	}
 }

@@ -125,21 +125,43 @@ func sameResource(got, want string) bool {
 	return strings.EqualFold(gh, wh) && gp == wp
 }
 
-// OnSessionEstablish runs after authentication, before CONNACK. It ends the identity's
-// previous connection before mochi takes its session over (mochi would send that client a
-// DISCONNECT packet, which MQTT 3.1.1 servers do not send; IoT Hub just closes the connection),
-// then makes this connection the identity's live one, so that by the time the client sees
-// CONNACK the emulator reports it connected.
-func (k *hook) OnSessionEstablish(cl *mqtt.Client, _ packets.Packet) {
+// OnSessionEstablish runs after authentication, before CONNACK. It makes this connection the
+// identity's live one, then ends the identity's previous connection before mochi takes its
+// session over (mochi would send that client a DISCONNECT packet, which MQTT 3.1.1 servers do
+// not send; IoT Hub just closes the connection), so that by the time the client sees CONNACK
+// the emulator reports it connected.
+//
+// A takeover leaves no gap in which calls fail: the switch of the live connection is one step
+// under h.mu; a persistent session's subscriptions count for the new connection from that step
+// on (mochi moves them only after this hook); calls routed from then on wait in the new
+// connection's queue until CONNACK; and the old connection's writer is stopped after the packet
+// it is writing, its queued method requests and desired pushes moving to the new connection.
+func (k *hook) OnSessionEstablish(cl *mqtt.Client, pk packets.Packet) {
 	h := k.h
-	if old, ok := h.srv.Clients.Get(cl.ID); ok && old != cl && !old.Closed() {
-		old.Stop(errTakenOver)
+	prev, ok := h.srv.Clients.Get(cl.ID)
+	if !ok || prev == cl {
+		prev = nil
 	}
 	h.mu.Lock()
-	defer h.mu.Unlock()
 	c := h.byClient[cl]
 	if c == nil {
+		h.mu.Unlock()
+		if prev != nil && !prev.Closed() {
+			prev.Stop(errTakenOver)
+		}
 		return
+	}
+	var old *conn
+	if prev != nil {
+		old = h.byClient[prev]
+		// mochi carries the subscriptions over unless either side asked for a clean session.
+		if !pk.Connect.Clean && !prev.Properties.Clean {
+			var filters []string
+			for f := range prev.State.Subscriptions.GetAll() {
+				filters = append(filters, f)
+			}
+			c.inherited.Store(&filters)
+		}
 	}
 	h.live[c.id] = c
 	st := h.stats[c.id]
@@ -157,7 +179,30 @@ func (k *hook) OnSessionEstablish(cl *mqtt.Client, _ packets.Packet) {
 		cl.Stop(errTokenExpired)
 	})
 	h.notifyLocked()
+	h.mu.Unlock()
+
+	if prev == nil || prev.Closed() {
+		return
+	}
+	var left []packets.Packet
+	if old != nil {
+		left = old.retire(retireWait)
+	}
+	prev.Stop(errTakenOver)
+	moved := 0
+	for _, p := range left {
+		if handedOver(p) && c.queue(p) {
+			moved++
+		}
+	}
+	if moved > 0 {
+		h.log.Debug("queued messages handed to the new connection", "device", c.id.Device, "module", c.id.Module, "messages", moved)
+	}
 }
+
+// retireWait bounds how long a takeover waits for the old connection's writer to finish the
+// packet it is writing.
+const retireWait = 500 * time.Millisecond
 
 // OnSessionEstablished runs after CONNACK: only now may the hub send the client anything, so
 // the writer starts here (messages queued since OnSessionEstablish wait in the queue).
@@ -170,6 +215,8 @@ func (k *hook) OnSessionEstablished(cl *mqtt.Client, _ packets.Packet) {
 		return
 	}
 	connects := h.stats[c.id].Connects
+	c.inherited.Store(nil) // mochi has moved the inherited subscriptions into cl.State by now
+	c.started.Store(true)
 	h.wg.Add(1)
 	h.mu.Unlock()
 	go func() {

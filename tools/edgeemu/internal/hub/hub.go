@@ -420,9 +420,5 @@ func (h *Hub) HasSubscription(id registry.ID, filter string) bool {
 	h.mu.Lock()
 	c := h.liveLocked(id)
 	h.mu.Unlock()
-	if c == nil {
-		return false
-	}
-	_, ok := c.cl.State.Subscriptions.Get(filter)
-	return ok
+	return c != nil && c.hasFilter(filter)
 }

@@ -109,8 +109,15 @@ func (h *Hub) invoke(ctx context.Context, req MethodRequest) (MethodResponse, er
 		delete(h.pending, key)
 		h.mu.Unlock()
 	}()
-	if !c.send(topic+rid, compact.Bytes()) {
-		return MethodResponse{}, errNotOnline(req.ConnectTimeout)
+	// A takeover may retire the connection between the lookup and the send: the request then
+	// goes to the successor, which is already the live connection.
+	for attempt := 0; !c.send(topic+rid, compact.Bytes()); attempt++ {
+		if attempt == 2 {
+			return MethodResponse{}, errNotOnline(req.ConnectTimeout)
+		}
+		if c, err = h.waitOnline(ctx, id, topic, req.ConnectTimeout); err != nil {
+			return MethodResponse{}, err
+		}
 	}
 
 	timer := time.NewTimer(respTimeout)

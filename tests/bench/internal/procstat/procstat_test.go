@@ -1,0 +1,46 @@
+package procstat
+
+import (
+	"os"
+	"runtime"
+	"testing"
+	"time"
+)
+
+func TestSelf(t *testing.T) {
+	pid := os.Getpid()
+	c0, err := CPUTime(pid)
+	if err != nil {
+		t.Fatal(err)
+	}
+	w, err := StartWindow(10*time.Millisecond, pid)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Burn about 200 ms of CPU.
+	end := time.Now().Add(200 * time.Millisecond)
+	x := 0
+	for time.Now().Before(end) {
+		x++
+	}
+	u, elapsed, machine, err := w.StopMachine()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if machine < u[0].CPU*0.5 || machine > 100*float64(runtime.NumCPU())+10 {
+		t.Errorf("machine busy %.0f%% with this process at %.0f%%", machine, u[0].CPU)
+	}
+	c1, _ := CPUTime(pid)
+	if c1 <= c0 {
+		t.Errorf("CPU time did not grow: %v -> %v", c0, c1)
+	}
+	if u[0].CPU < 5 || u[0].CPU > 250 { // generous: the machine may be busy
+		t.Errorf("busy loop measured %.0f%% of a core over %v", u[0].CPU, elapsed)
+	}
+	if u[0].RSSMax < 1<<20 || u[0].RSSMean <= 0 || u[0].RSSEnd <= 0 {
+		t.Errorf("implausible RSS %+v", u[0])
+	}
+	if _, err := RSS(1 << 30); err == nil {
+		t.Error("RSS of a missing process succeeded")
+	}
+}

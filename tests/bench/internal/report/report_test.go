@@ -1,0 +1,72 @@
+package report
+
+import (
+	"image/png"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/rtsptunnel/rtsptunnel/tests/bench/internal/procstat"
+	"github.com/rtsptunnel/rtsptunnel/tests/bench/internal/suite"
+)
+
+// sample is a small but complete result set.
+func sample() *suite.Results {
+	r := &suite.Results{
+		Meta: suite.Meta{Started: time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC), Command: "scripts/bench", Cores: 2,
+			ChiselVersion: suite.ChiselVersion, Settings: map[string]any{"rounds": 3, "chunkBytes": 1400}},
+		Ratios: map[string]float64{"rtsptunnelVsChisel_down": 4.2, "rtsptunnelVsRaw_down": 0.2},
+	}
+	for _, p := range []string{"raw", "chisel", "rtsptunnel"} {
+		for _, d := range []string{"down", "up"} {
+			r.Throughput = append(r.Throughput, suite.ThroughputResult{Path: p, Direction: d, MBps: 100, Samples: []float64{90, 100, 110},
+				CPU: map[string]float64{"harness": 50, "module": 60}, Machine: 190})
+		}
+	}
+	for _, writev := range []bool{true, false} {
+		for _, n := range []int{1, 10, 100, 1000} {
+			r.Concurrency = append(r.Concurrency, suite.ConcurrencyResult{Tunnels: n, Pacing: "frame", FPS: 25, Writev: writev,
+				TargetBps: 1.5e6, Window: 30 * time.Second, OpenTime: time.Second, OpensPerSec: float64(n), MeanBps: 1.5e6, MinBps: 1.49e6,
+				AtFullRate: n, Module: procstat.Usage{CPU: float64(n) / 20, RSSMax: 20 << 20}, Relay: procstat.Usage{CPU: 3, RSSMax: 30 << 20}})
+		}
+	}
+	r.OpenLatency = &suite.OpenLatencyResult{FirstByte: suite.Percentiles{N: 500, P50: 4, P99: 12}, Sustained: suite.SustainedOpens{Opens: 1000, Concurrency: 32, PerSec: 300}}
+	r.AddedLatency = &suite.AddedLatencyResult{Direct: suite.Percentiles{N: 2000, P50: 0.05}, Tunnel: suite.Percentiles{P50: 0.4}, AddedP50: 0.35}
+	r.Memory = &suite.MemoryResult{Tunnels: 1000, ModuleBaseline: 17 << 20, ModuleIdle: 67 << 20, ModuleIdlePerTun: 50 << 10,
+		ActiveTunnels: 1000, ModuleActive: 120 << 20, Runtime: map[string]float64{"module.goroutines": 4021}}
+	r.Targets = []suite.Target{{Name: "sustained opens", Goal: "≥ 200/s", Measured: "300/s", Met: true}}
+	return r
+}
+
+func TestWrite(t *testing.T) {
+	dir := t.TempDir()
+	if err := Write(sample(), dir, "bench/results.json"); err != nil {
+		t.Fatal(err)
+	}
+	md, err := os.ReadFile(filepath.Join(dir, MarkdownFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"# Benchmarks", "## 1. Throughput", "## 2. Concurrent", "**Camera: a writev per frame**",
+		"**Camera: a write per packet**", "## 3. Open latency", "## 4. Added", "## 5. Memory", "**50 KiB**", "](../bench/results.json)",
+		"4.20×", "| sustained opens | ≥ 200/s | 300/s | **yes** |"} {
+		if !strings.Contains(string(md), want) {
+			t.Errorf("benchmarks.md lacks %q", want)
+		}
+	}
+	for _, f := range []string{ThroughputChart, ConcurrencyPNG} {
+		b, err := os.Open(filepath.Join(dir, f))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := png.Decode(b); err != nil {
+			t.Errorf("%s: %v", f, err)
+		}
+		b.Close()
+	}
+	if s := Summary(sample()); !strings.Contains(s, "sustained opens") {
+		t.Errorf("summary %q", s)
+	}
+}

@@ -1,0 +1,414 @@
+package suite
+
+import (
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
+	"fmt"
+	"io"
+	"math/big"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/rtsptunnel/rtsptunnel/tests/bench/internal/load"
+	"github.com/rtsptunnel/rtsptunnel/tests/internal/harness"
+	"github.com/rtsptunnel/rtsptunnel/tools/camerasim/camera"
+)
+
+const (
+	edgeDevice = "edge-device"
+	moduleID   = "rtsptunnel"
+	// The module's localPorts: the load camera and the camera simulator.
+	loadPort = 554
+	simPort  = 555
+)
+
+// env is everything a run measures, all on loopback:
+//
+//	player ─► relay :load/:sim ══wss══► module ─► load camera / camera simulator
+//	player ─► chisel client ══wss (TLS) + SSH══► chisel server ─► same cameras
+//	player ─► cameras directly (raw TCP)
+//
+// IoT Hub is the emulator (tools/edgeemu, its own process so that the
+// harness's load cannot starve it), which the relay calls over its REST API.
+type env struct {
+	opts Options
+	dir  string
+	bins binaries
+
+	emu        *harness.Process
+	moduleEnv  []string       // the emulator's module.env
+	serviceEnv []string       // the emulator's service.env
+	cam        *load.Camera   // in-process
+	sim        *camera.Server // in-process RTSP camera simulator
+	log        io.Writer      // process output echo, or nil
+
+	relay      *harness.Process
+	relayLoad  string // player addresses on the relay
+	relaySim   string
+	relayMetr  string // metrics URL
+	relayPprof string // host:port of the pprof hook, with --profile
+
+	module      *harness.Process
+	moduleMetr  string // metrics URL
+	modulePprof string
+
+	chiselServer, chiselClient *harness.Process
+	chiselLoad, chiselSim      string
+
+	closers []func()
+}
+
+func (e *env) close() {
+	for i := len(e.closers) - 1; i >= 0; i-- {
+		e.closers[i]()
+	}
+}
+
+// stop stops p and keeps its output in the work folder as <name>.log.
+func (e *env) stop(p *harness.Process) func() {
+	return func() {
+		if _, _, err := p.Stop(15 * time.Second); err != nil {
+			e.progress("warning: %v", err)
+		}
+		os.WriteFile(filepath.Join(e.dir, p.Name+".log"), []byte(p.Output()+"\n"), 0o644)
+	}
+}
+
+func (e *env) progress(format string, args ...any) {
+	fmt.Fprintf(e.opts.Progress, "bench: "+format+"\n", args...)
+}
+
+// setup builds the binaries and starts everything.
+func setup(ctx context.Context, o Options) (_ *env, err error) {
+	e := &env{opts: o}
+	defer func() {
+		if err != nil {
+			e.close()
+		}
+	}()
+	e.dir = o.WorkDir
+	if o.Verbose {
+		e.log = o.Progress
+	}
+	bin := filepath.Join(e.dir, "bin")
+	if err := os.MkdirAll(bin, 0o755); err != nil {
+		return nil, err
+	}
+	e.progress("building the module, the relay and chisel %s", ChiselVersion)
+	if e.bins, err = build(ctx, o.Root, bin, o.ProfileDir != ""); err != nil {
+		return nil, err
+	}
+
+	e.cam = &load.Camera{}
+	if err := e.cam.Initialize(); err != nil {
+		return nil, err
+	}
+	e.closers = append(e.closers, e.cam.Close)
+	e.sim = &camera.Server{}
+	if err := e.sim.Initialize(); err != nil {
+		return nil, err
+	}
+	e.closers = append(e.closers, e.sim.Close)
+
+	if err := e.startEmulator(ctx); err != nil {
+		return nil, err
+	}
+
+	if err := e.startRelay(ctx, "relay"); err != nil {
+		return nil, err
+	}
+	if err := e.startModule(ctx, "rtsptunnel"); err != nil {
+		return nil, err
+	}
+	if err := e.startChisel(ctx); err != nil {
+		return nil, err
+	}
+	return e, nil
+}
+
+// startEmulator runs tools/edgeemu on free ports and reads its env files.
+func (e *env) startEmulator(ctx context.Context) error {
+	dir := filepath.Join(e.dir, "emu")
+	p, err := harness.Start(ctx, "edgeemu", e.bins.emulator, []string{
+		"--dir", dir, "--mqtt-port", "0", "--https-port", "0", "--log-level", "warn",
+		"--module", edgeDevice + "/" + moduleID,
+	}, &harness.StartOptions{Echo: e.log})
+	if err != nil {
+		return err
+	}
+	e.emu = p
+	e.closers = append(e.closers, e.stop(p))
+	if _, err := p.WaitContains(ctx, `"ready":true`); err != nil {
+		return fmt.Errorf("emulator: %w\n%s", err, p.Output())
+	}
+	if e.moduleEnv, err = readEnvFile(filepath.Join(dir, "module.env")); err != nil {
+		return err
+	}
+	e.serviceEnv, err = readEnvFile(filepath.Join(dir, "service.env"))
+	return err
+}
+
+// readEnvFile reads KEY=VALUE lines (docker --env-file format).
+func readEnvFile(path string) ([]string, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	var env []string
+	for _, line := range strings.Split(string(b), "\n") {
+		line = strings.TrimSpace(line)
+		if line != "" && !strings.HasPrefix(line, "#") && strings.Contains(line, "=") {
+			env = append(env, line)
+		}
+	}
+	return env, nil
+}
+
+// startRelay starts the relay, named name in logs.
+func (e *env) startRelay(ctx context.Context, name string) error {
+	var env []string
+	env = append(env, e.serviceEnv...)
+	if e.opts.ProfileDir != "" {
+		e.relayPprof = freeAddr()
+		env = append(env, "BENCH_PPROF_ADDR="+e.relayPprof)
+	}
+	env = append(env, e.opts.RelayEnv...)
+	cam := func(name string, port int) string {
+		return fmt.Sprintf("name=%s,deviceId=%s,moduleId=%s,localPort=%d,listen=127.0.0.1:0,rtspPath=stream", name, edgeDevice, moduleID, port)
+	}
+	p, err := harness.Start(ctx, name, e.bins.relay, []string{
+		"--self-signed", "--self-signed-cert-file", filepath.Join(e.dir, "relay-ca.pem"),
+		"--ws-listen", "127.0.0.1:0",
+		"--metrics-listen", "127.0.0.1:0",
+		"--max-sessions", "0", // one camera serves every tunnel of the concurrency test
+		"--camera", cam("load", loadPort),
+		"--camera", cam("sim", simPort),
+	}, &harness.StartOptions{Env: env, Echo: e.log})
+	if err != nil {
+		return err
+	}
+	e.relay = p
+	e.closers = append(e.closers, e.stop(p))
+	ready, err := harness.WaitRelayReady(ctx, p)
+	if err != nil {
+		return err
+	}
+	e.relayMetr = ready.MetricsURL
+	for _, c := range ready.Cameras {
+		switch c.Name {
+		case "load":
+			e.relayLoad = c.Listen
+		case "sim":
+			e.relaySim = c.Listen
+		}
+	}
+	return nil
+}
+
+// startModule starts the module, named name in logs, with the extra
+// environment on top of the benchmark's settings.
+func (e *env) startModule(ctx context.Context, name string, extra ...string) error {
+	env := append([]string(nil), e.moduleEnv...)
+	metrics := freeAddr()
+	e.moduleMetr = "http://" + metrics + "/metrics"
+	env = append(env,
+		fmt.Sprintf(`RTSPTUNNEL_TARGETS={"%d":"%s","%d":"%s"}`, loadPort, e.cam.ListenAddr(), simPort, e.sim.ListenAddr()),
+		"RTSPTUNNEL_REMOTECAFILE="+filepath.Join(e.dir, "relay-ca.pem"),
+		"RTSPTUNNEL_METRICSADDR="+metrics,
+		"RTSPTUNNEL_MAXSESSIONS=1000",
+		// Idle tunnels are measured on purpose; everything else is the default.
+		"RTSPTUNNEL_IDLETIMEOUT=0s",
+	)
+	if e.opts.ProfileDir != "" {
+		e.modulePprof = freeAddr()
+		env = append(env, "BENCH_PPROF_ADDR="+e.modulePprof)
+	}
+	env = append(env, e.opts.ModuleEnv...)
+	env = append(env, extra...)
+	p, err := harness.Start(ctx, name, e.bins.module, nil, &harness.StartOptions{Env: env, Echo: e.log})
+	if err != nil {
+		return err
+	}
+	e.module = p
+	e.closers = append(e.closers, e.stop(p))
+	// Ready when a tunnel opens: the module has subscribed to methods.
+	wctx, cancel := context.WithTimeout(ctx, 60*time.Second)
+	defer cancel()
+	for {
+		_, err := e.openOnce(wctx)
+		if err == nil {
+			return nil
+		}
+		if wctx.Err() != nil {
+			return fmt.Errorf("no tunnel opened within a minute of the module's start: %w\n%s", err, p.Output())
+		}
+		sleep(wctx, 200*time.Millisecond)
+	}
+}
+
+// restart stops the relay and the module and starts them again, fresh (so
+// that memory figures do not carry an earlier step's peak), the module with
+// the extra environment. tag names their log files.
+func (e *env) restart(ctx context.Context, tag string, moduleEnv ...string) error {
+	if err := e.drain(ctx); err != nil {
+		return err
+	}
+	e.stop(e.module)()
+	e.stop(e.relay)()
+	if err := e.startRelay(ctx, "relay-"+tag); err != nil {
+		return err
+	}
+	return e.startModule(ctx, "rtsptunnel-"+tag, moduleEnv...)
+}
+
+// startChisel runs chisel's server (TLS, like the relay) in front of the
+// cameras and its client with one local port per camera.
+func (e *env) startChisel(ctx context.Context) error {
+	ca, cert, key, err := writeCerts(e.dir)
+	if err != nil {
+		return err
+	}
+	server := freeAddr()
+	host, port, _ := net.SplitHostPort(server)
+	s, err := harness.Start(ctx, "chisel-server", e.bins.chisel, []string{
+		"server", "--host", host, "--port", port, "--tls-cert", cert, "--tls-key", key,
+	}, &harness.StartOptions{Echo: e.log})
+	if err != nil {
+		return err
+	}
+	e.chiselServer = s
+	e.closers = append(e.closers, e.stop(s))
+	if _, err := s.WaitContains(ctx, "Listening on"); err != nil {
+		return fmt.Errorf("chisel server: %w\n%s", err, s.Output())
+	}
+	e.chiselLoad, e.chiselSim = freeAddr(), freeAddr()
+	c, err := harness.Start(ctx, "chisel-client", e.bins.chisel, []string{
+		"client", "--tls-ca", ca, "https://" + server,
+		e.chiselLoad + ":" + e.cam.ListenAddr(),
+		e.chiselSim + ":" + e.sim.ListenAddr(),
+	}, &harness.StartOptions{Echo: e.log})
+	if err != nil {
+		return err
+	}
+	e.chiselClient = c
+	e.closers = append(e.closers, e.stop(c))
+	wctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	if _, err := c.WaitContains(wctx, "Connected"); err != nil {
+		return fmt.Errorf("chisel client: %w\n%s", err, c.Output())
+	}
+	return nil
+}
+
+// writeCerts writes a CA and a server certificate for 127.0.0.1 (ECDSA P-256,
+// as the relay's --self-signed) for chisel's TLS.
+func writeCerts(dir string) (caFile, certFile, keyFile string, err error) {
+	caKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return "", "", "", err
+	}
+	now := time.Now()
+	caTmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "bench CA"},
+		NotBefore: now.Add(-time.Hour), NotAfter: now.Add(24 * time.Hour),
+		IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign,
+	}
+	caDER, err := x509.CreateCertificate(rand.Reader, caTmpl, caTmpl, &caKey.PublicKey, caKey)
+	if err != nil {
+		return "", "", "", err
+	}
+	caCert, _ := x509.ParseCertificate(caDER)
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return "", "", "", err
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(2), Subject: pkix.Name{CommonName: "127.0.0.1"},
+		NotBefore: now.Add(-time.Hour), NotAfter: now.Add(24 * time.Hour),
+		IPAddresses: []net.IP{net.IPv4(127, 0, 0, 1)}, DNSNames: []string{"localhost"},
+		KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, caCert, &key.PublicKey, caKey)
+	if err != nil {
+		return "", "", "", err
+	}
+	keyDER, err := x509.MarshalECPrivateKey(key)
+	if err != nil {
+		return "", "", "", err
+	}
+	caFile, certFile, keyFile = filepath.Join(dir, "chisel-ca.pem"), filepath.Join(dir, "chisel.pem"), filepath.Join(dir, "chisel-key.pem")
+	for f, b := range map[string]*pem.Block{
+		caFile:   {Type: "CERTIFICATE", Bytes: caDER},
+		certFile: {Type: "CERTIFICATE", Bytes: der},
+		keyFile:  {Type: "EC PRIVATE KEY", Bytes: keyDER},
+	} {
+		if err := os.WriteFile(f, pem.EncodeToMemory(b), 0o600); err != nil {
+			return "", "", "", err
+		}
+	}
+	return caFile, certFile, keyFile, nil
+}
+
+// freeAddr returns a loopback address with a port that was free a moment ago.
+func freeAddr() string {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		panic(err)
+	}
+	defer ln.Close()
+	return ln.Addr().String()
+}
+
+// gauge scrapes a Prometheus endpoint and returns the value of an unlabelled
+// sample, or -1.
+func gauge(ctx context.Context, url, name string) float64 {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		return -1
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return -1
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	for _, line := range strings.Split(string(b), "\n") {
+		f := strings.Fields(line)
+		if len(f) == 2 && (f[0] == name || strings.HasPrefix(f[0], name+"{")) {
+			v, err := strconv.ParseFloat(f[1], 64)
+			if err == nil {
+				return v
+			}
+		}
+	}
+	return -1
+}
+
+// drain waits until no tunnel is left anywhere: the module, the relay and the
+// load camera report none.
+func (e *env) drain(ctx context.Context) error {
+	ctx, cancel := context.WithTimeout(ctx, 60*time.Second)
+	defer cancel()
+	for {
+		m := gauge(ctx, e.moduleMetr, "rtsptunnel_sessions_active")
+		r := gauge(ctx, e.relayMetr, "relay_sessions_active")
+		if m == 0 && r == 0 && e.cam.Active() == 0 {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("tunnels did not drain: module %v, relay %v, camera %d", m, r, e.cam.Active())
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+}

@@ -1,0 +1,55 @@
+package suite
+
+import "fmt"
+
+// evaluate compares the results with the targets.
+func evaluate(r *Results) []Target {
+	var t []Target
+	add := func(name, goal, measured string, met bool) {
+		t = append(t, Target{Name: name, Goal: goal, Measured: measured, Met: met})
+	}
+	for _, dir := range []string{"down", "up"} {
+		if v, ok := r.Ratios["rtsptunnelVsChisel_"+dir]; ok {
+			add("throughput vs chisel ("+dir+")", "≥ 4×", fmt.Sprintf("%.2f×", v), v >= 4)
+		}
+		if v, ok := r.Ratios["rtsptunnelVsRaw_"+dir]; ok {
+			add("throughput vs raw TCP ("+dir+")", "≥ 40%", fmt.Sprintf("%.0f%%", 100*v), v >= 0.40)
+		}
+	}
+	for _, c := range r.Concurrency {
+		if c.Tunnels != 1000 {
+			continue
+		}
+		what := fmt.Sprintf("1000 tunnels, %s", SeriesName(c))
+		add(what+": full rate", "every tunnel ≥ 99% of 1.5 Mbit/s",
+			fmt.Sprintf("%d/%d (min %.3f Mbit/s)", c.AtFullRate, c.Tunnels, c.MinBps/1e6), c.AtFullRate == c.Tunnels)
+		add(what+": module CPU", "< 60% of one core", fmt.Sprintf("%.1f%%", c.Module.CPU), c.Module.CPU < 60)
+		add(what+": module RSS", "< 150 MiB", fmt.Sprintf("%.1f MiB", mib(c.Module.RSSMax)), mib(c.Module.RSSMax) < 150)
+	}
+	if o := r.OpenLatency; o != nil && o.FirstByte.N > 0 {
+		add("open latency p50", "≤ 15 ms", fmt.Sprintf("%.1f ms", o.FirstByte.P50), o.FirstByte.P50 <= 15)
+		add("open latency p99", "≤ 50 ms", fmt.Sprintf("%.1f ms", o.FirstByte.P99), o.FirstByte.P99 <= 50)
+		add("sustained opens", "≥ 200/s", fmt.Sprintf("%.0f/s", o.Sustained.PerSec), o.Sustained.PerSec >= 200)
+	}
+	if a := r.AddedLatency; a != nil {
+		add("added round trip p99", "≤ 1 ms", fmt.Sprintf("%.3f ms", a.AddedP99), a.AddedP99 <= 1)
+	}
+	return t
+}
+
+// SeriesName names a concurrency step's camera traffic.
+func SeriesName(c ConcurrencyResult) string {
+	var s string
+	switch {
+	case c.Pacing == "packet":
+		s = "every packet paced"
+	case c.Writev:
+		s = "a writev per frame"
+	default:
+		s = "a write per packet"
+	}
+	if c.ModuleEnv != "" {
+		s += ", module with " + c.ModuleEnv
+	}
+	return s
+}

@@ -1,0 +1,651 @@
+package tests
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/json"
+	"encoding/pem"
+	"fmt"
+	"io"
+	"math/big"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/coder/websocket"
+
+	"github.com/rtsptunnel/rtsptunnel/tests/internal/harness"
+	"github.com/rtsptunnel/rtsptunnel/tools/camerasim/camera"
+	"github.com/rtsptunnel/rtsptunnel/tools/edgeemu/emulator"
+)
+
+// relayChain is a chain whose cloud side is the real relay binary: players
+// connect to the relay, which calls tunnelOpen through the emulator's IoT Hub
+// REST API; the module dials the relay back. Two cameras: cam1 (localPort
+// 554, chain.cam) and cam2 (localPort 5541, cam2).
+type relayChain struct {
+	*chain
+	cam2      *camera.Server
+	relay     *harness.Process
+	ready     harness.RelayReady
+	relayBin  string
+	tlsArgs   []string
+	relayArgs []string // after the first start: its ports, so that a restart binds the same ones
+	relayEnv  []string
+	relayCA   string       // the relay's CA, trusted by the module
+	relayTLS  *tls.Config  // trusts the relay's CA, for direct websocket dials
+	hub       *hubRecorder // nil unless relayOptions.recordHub
+}
+
+type relayOptions struct {
+	// recordHub puts a recording proxy between the relay and the emulator's
+	// REST API, so that the test learns each session's endpoint and token.
+	recordHub bool
+	// moduleEnv is extra module environment.
+	moduleEnv []string
+	// emu configures the emulator (Dir and ports are filled in).
+	emu emulator.Options
+}
+
+func newRelayChain(t *testing.T, ctx context.Context, o relayOptions) *relayChain {
+	t.Helper()
+	c := newChain(t, ctx, chainOptions{noStart: true, emu: o.emu})
+	rc := &relayChain{chain: c, cam2: &camera.Server{}}
+	if err := rc.cam2.Initialize(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(rc.cam2.Close)
+
+	ca, cert, key := writeTLSCert(t, c.dir, "relay")
+	rc.relayCA = ca
+	pool := x509.NewCertPool()
+	pem, _ := os.ReadFile(ca)
+	pool.AppendCertsFromPEM(pem)
+	rc.relayTLS = &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}
+
+	rc.tlsArgs = []string{"--tls-cert", cert, "--tls-key", key}
+	rc.relayArgs = rc.args("127.0.0.1:0", "127.0.0.1:0", "127.0.0.1:0", "127.0.0.1:0")
+	rc.relayEnv = c.emu.ServiceEnv()
+	if o.recordHub {
+		rc.hub = newHubRecorder(t, c.emu, c.dir)
+		rc.relayEnv = append(rc.relayEnv, "IOTHUB_SERVICE_URL="+rc.hub.srv.URL, "IOTHUB_CA_FILE="+rc.hub.caFile)
+	}
+	rc.relayBin = build(t, harness.Relay)
+	rc.startRelay(ctx)
+
+	// The module trusts the relay and the test cloud (for direct tunnels).
+	bundle := filepath.Join(c.dir, "module-remote-ca.pem")
+	if err := os.WriteFile(bundle, append(pem, c.cloud.CAPEM()...), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	env := append([]string{
+		`RTSPTUNNEL_TARGETS={"554":"` + c.cam.ListenAddr() + `","5541":"` + rc.cam2.ListenAddr() + `"}`,
+		"RTSPTUNNEL_REMOTECAFILE=" + bundle,
+	}, o.moduleEnv...)
+	c.startModule(ctx, env...)
+	return rc
+}
+
+// startRelay starts the relay binary and waits for its ready line.
+func (rc *relayChain) startRelay(ctx context.Context) {
+	rc.t.Helper()
+	var echo io.Writer
+	if testing.Verbose() {
+		echo = os.Stderr
+	}
+	p, err := harness.Start(ctx, "relay", rc.relayBin, rc.relayArgs, &harness.StartOptions{Env: rc.relayEnv, Echo: echo})
+	if err != nil {
+		rc.t.Fatal(err)
+	}
+	rc.relay = p
+	rc.t.Cleanup(func() {
+		p.Stop(10 * time.Second)
+		if rc.t.Failed() && !testing.Verbose() {
+			rc.t.Logf("relay output:\n%s", p.Output())
+		}
+	})
+	rctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	ready, err := harness.WaitRelayReady(rctx, p)
+	if err != nil {
+		rc.t.Fatal(err)
+	}
+	rc.ready = ready
+	// A restart binds the ports the first start got (port 0 at first: no
+	// race with other tests for free ports).
+	metrics, _ := url.Parse(ready.MetricsURL)
+	rc.relayArgs = rc.args(ready.WebsocketListen, metrics.Host, rc.listen("cam1"), rc.listen("cam2"))
+}
+
+// args returns the relay's command line with the given listen addresses.
+func (rc *relayChain) args(ws, metrics, cam1, cam2 string) []string {
+	return append(append([]string(nil), rc.tlsArgs...),
+		"--ws-listen", ws, "--metrics-listen", metrics,
+		"--method-timeout", "5s", "--session-wait", "20s", "--log-level", "debug",
+		"--camera", "name=cam1,deviceId="+edgeDevice+",moduleId="+moduleID+",localPort=554,rtspPath=stream,listen="+cam1,
+		"--camera", "name=cam2,deviceId="+edgeDevice+",moduleId="+moduleID+",localPort=5541,rtspPath=stream,listen="+cam2,
+	)
+}
+
+// relayMetrics scrapes the relay's metrics.
+func (rc *relayChain) relayMetrics(ctx context.Context) string {
+	rc.t.Helper()
+	return scrapeURL(rc.t, ctx, rc.ready.MetricsURL)
+}
+
+// listen returns the relay's player address for camera name.
+func (rc *relayChain) listen(name string) string {
+	for _, c := range rc.ready.Cameras {
+		if c.Name == name {
+			return c.Listen
+		}
+	}
+	rc.t.Fatalf("no relay camera %q", name)
+	return ""
+}
+
+// dialRelay opens a websocket to the relay as a module would, with the given
+// Authorization header value ("" for none), and returns the HTTP status of
+// the answer (101 when upgraded; the connection is then closed).
+func (rc *relayChain) dialRelay(ctx context.Context, endpoint, authorization string) int {
+	rc.t.Helper()
+	h := http.Header{}
+	if authorization != "" {
+		h.Set("Authorization", authorization)
+	}
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	ws, resp, err := websocket.Dial(ctx, endpoint, &websocket.DialOptions{
+		HTTPHeader: h,
+		HTTPClient: &http.Client{Transport: &http.Transport{TLSClientConfig: rc.relayTLS.Clone()}},
+	})
+	if err == nil {
+		ws.CloseNow()
+		return http.StatusSwitchingProtocols
+	}
+	if resp == nil {
+		rc.t.Fatalf("websocket dial %s: %v", endpoint, err)
+	}
+	return resp.StatusCode
+}
+
+// sessionClosedLines returns the relay's "session closed" log lines, decoded.
+func sessionClosedLines(p *harness.Process) []map[string]any {
+	return logLines(p, "session closed")
+}
+
+// logLines returns p's JSON log lines whose msg is msg, decoded.
+func logLines(p *harness.Process, msg string) []map[string]any {
+	var out []map[string]any
+	for _, l := range p.Lines() {
+		var m map[string]any
+		if json.Unmarshal([]byte(l), &m) == nil && m["msg"] == msg {
+			out = append(out, m)
+		}
+	}
+	return out
+}
+
+// waitLog waits for a JSON log line of p with msg whose fields satisfy cond.
+func waitLog(t *testing.T, ctx context.Context, p *harness.Process, msg string, cond func(map[string]any) bool) map[string]any {
+	t.Helper()
+	var found map[string]any
+	_, err := p.WaitLine(ctx, func(l string) bool {
+		var m map[string]any
+		if json.Unmarshal([]byte(l), &m) != nil || m["msg"] != msg {
+			return false
+		}
+		if cond == nil || cond(m) {
+			found = m
+			return true
+		}
+		return false
+	})
+	if err != nil {
+		t.Fatalf("no %q log line of %s as expected: %v", msg, p.Name, err)
+	}
+	return found
+}
+
+// waitUntil polls cond every 20 ms until it holds or ctx ends.
+func waitUntil(t *testing.T, ctx context.Context, what string, cond func() bool) {
+	t.Helper()
+	for !cond() {
+		select {
+		case <-ctx.Done():
+			t.Fatalf("timed out waiting for %s", what)
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+}
+
+// TestRelayVideo plays cameras through the real relay: one ffprobe, then two
+// players on two cameras at once, each reading its own camera's video.
+func TestRelayVideo(t *testing.T) {
+	t.Parallel()
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	rc := newRelayChain(t, ctx, relayOptions{})
+	url1, url2 := rc.ready.Camera("cam1"), rc.ready.Camera("cam2")
+	if url1 == "" || url2 == "" {
+		t.Fatalf("ready line without camera URLs: %+v", rc.ready)
+	}
+
+	p, err := harness.FFProbe(ctx, url1, 4*time.Second)
+	if err != nil || p.Packets < 75 || p.Keyframes < 3 {
+		t.Fatalf("ffprobe through the relay: %d packets (%d keyframes), %v; want >= 75", p.Packets, p.Keyframes, err)
+	}
+	t.Logf("one player: %d packets, %d keyframes, %d bytes in %s (open included)", p.Packets, p.Keyframes, p.Bytes, p.Elapsed)
+
+	var wg sync.WaitGroup
+	probes := make([]harness.Probe, 2)
+	errs := make([]error, 2)
+	for i, u := range []string{url1, url2} {
+		wg.Go(func() { probes[i], errs[i] = harness.FFProbe(ctx, u, 5*time.Second) })
+	}
+	wg.Wait()
+	for i := range probes {
+		if errs[i] != nil || probes[i].Packets < 100 {
+			t.Errorf("player %d of 2 concurrent: %d packets, %v; want >= 100", i+1, probes[i].Packets, errs[i])
+		}
+	}
+	t.Logf("two players at once: %d and %d packets", probes[0].Packets, probes[1].Packets)
+	// Each player reached its own camera: cam1 played twice, cam2 once.
+	if a, b := rc.cam.Plays(), rc.cam2.Plays(); a != 2 || b != 1 {
+		t.Errorf("camera PLAYs: cam1 %d (want 2), cam2 %d (want 1)", a, b)
+	}
+
+	waitUntil(t, ctx, "three ok sessions in the relay's metrics", func() bool {
+		m := rc.relayMetrics(ctx)
+		return metricValue(m, `relay_sessions_total{camera="cam1",outcome="ok"}`) == 2 &&
+			metricValue(m, `relay_sessions_total{camera="cam2",outcome="ok"}`) == 1
+	})
+	rc.waitReported(ctx, "three sessions opened", func(rep map[string]any) bool {
+		sum, _ := rep["summary"].(map[string]any)
+		return sum["opened"] == float64(3) && sum["failed"] == float64(0)
+	})
+}
+
+// TestRelayTokens dials the relay's websocket endpoint directly, as an
+// attacker who learnt a live session's URL would: a wrong token, the real
+// token again (single use), an unknown session and no token are all 401,
+// and the live tunnel is not disturbed.
+func TestRelayTokens(t *testing.T) {
+	t.Parallel()
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	rc := newRelayChain(t, ctx, relayOptions{recordHub: true})
+
+	player, err := net.Dial("tcp", rc.listen("cam1"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer player.Close()
+	br := bufio.NewReader(player)
+	if status := rtspOptions(t, player, br, 1); status != "RTSP/1.0 200 OK" {
+		t.Fatalf("OPTIONS through the relay answered %q", status)
+	}
+	call := rc.hub.waitCall(t, ctx)
+	if call.RemoteEndpoint == "" || call.RemoteAuthorizationToken == "" || call.LocalPort != 554 {
+		t.Fatalf("recorded tunnelOpen payload %+v", call)
+	}
+	u, _ := url.Parse(call.RemoteEndpoint)
+	unknown := *u
+	unknown.Path = strings.TrimSuffix(u.Path, "/"+filepath.Base(u.Path)) + "/00000000-0000-4000-8000-000000000000"
+
+	cases := []struct {
+		name, endpoint, auth string
+	}{
+		{"wrong token", call.RemoteEndpoint, "Bearer not-the-token"},
+		{"wrong token of the same length", call.RemoteEndpoint, "Bearer " + strings.Repeat("A", len(call.RemoteAuthorizationToken))},
+		{"reused token", call.RemoteEndpoint, "Bearer " + call.RemoteAuthorizationToken},
+		{"unknown session", unknown.String(), "Bearer " + call.RemoteAuthorizationToken},
+		{"no token", call.RemoteEndpoint, ""},
+		{"basic scheme", call.RemoteEndpoint, "Basic " + call.RemoteAuthorizationToken},
+	}
+	for _, tc := range cases {
+		if got := rc.dialRelay(ctx, tc.endpoint, tc.auth); got != http.StatusUnauthorized {
+			t.Errorf("%s: HTTP %d, want 401", tc.name, got)
+		}
+	}
+	// The live tunnel still carries RTSP.
+	if status := rtspOptions(t, player, br, 2); status != "RTSP/1.0 200 OK" {
+		t.Errorf("after the refused dials, OPTIONS answered %q", status)
+	}
+	refused := logLines(rc.relay, "module connection refused")
+	if len(refused) < len(cases) {
+		t.Errorf("%d 'module connection refused' log lines, want %d", len(refused), len(cases))
+	}
+	for _, out := range []string{rc.relay.Output(), rc.module.Output(), rc.relayMetrics(ctx), rc.scrape(ctx)} {
+		if strings.Contains(out, call.RemoteAuthorizationToken) {
+			t.Error("the session token appears in logs or metrics")
+		}
+	}
+}
+
+// TestRelayMethodFailures makes tunnelOpen fail in the two ways IoT Hub
+// reports: a module that does not answer (frozen with SIGSTOP: 504 after the
+// relay's 5 s method timeout) and a module that is offline (404). Each time
+// the player gets RTSP 503 and the relay logs the hub's status; a thawed
+// module serves again.
+func TestRelayMethodFailures(t *testing.T) {
+	t.Parallel()
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	rc := newRelayChain(t, ctx, relayOptions{})
+	url1 := rc.ready.Camera("cam1")
+
+	// A module that does not answer.
+	if err := rc.module.Signal(syscall.SIGSTOP); err != nil {
+		t.Fatal(err)
+	}
+	thawed := false
+	thaw := func() {
+		if !thawed {
+			thawed = true
+			rc.module.Signal(syscall.SIGCONT)
+		}
+	}
+	defer thaw()
+	start := time.Now()
+	_, err := harness.FFProbe(ctx, url1, 2*time.Second)
+	waited := time.Since(start)
+	if err == nil || !strings.Contains(err.Error(), "503 Service Unavailable") {
+		t.Errorf("player of a frozen module: %v; want an RTSP 503", err)
+	}
+	if waited < 5*time.Second || waited > 15*time.Second {
+		t.Errorf("player of a frozen module answered after %s; want the 5 s method timeout", waited)
+	}
+	t.Logf("frozen module: player answered after %s: %v", waited.Round(time.Millisecond), err)
+	line := waitLog(t, ctx, rc.relay, "session closed", func(m map[string]any) bool { return m["method_status"] == float64(504) })
+	if line["outcome"] != "method_error" {
+		t.Errorf("relay session closed line %v, want outcome method_error", line)
+	}
+	thaw()
+	if p, err := harness.FFProbe(ctx, url1, 2*time.Second); err != nil || p.Packets < 25 {
+		t.Fatalf("after the module thawed: %d packets, %v", p.Packets, err)
+	}
+
+	// A module that is offline.
+	if _, _, err := rc.module.Stop(10 * time.Second); err != nil {
+		t.Fatal(err)
+	}
+	if err := rc.emu.WaitConnectedState(ctx, edgeDevice, moduleID, false); err != nil {
+		t.Fatal(err)
+	}
+	start = time.Now()
+	_, err = harness.FFProbe(ctx, url1, 2*time.Second)
+	if err == nil || !strings.Contains(err.Error(), "503 Service Unavailable") {
+		t.Errorf("player of an offline module: %v; want an RTSP 503", err)
+	}
+	t.Logf("offline module: player answered after %s: %v", time.Since(start).Round(time.Millisecond), err)
+	line = waitLog(t, ctx, rc.relay, "session closed", func(m map[string]any) bool { return m["method_status"] == float64(404) })
+	if line["outcome"] != "method_error" {
+		t.Errorf("relay session closed line %v, want outcome method_error", line)
+	}
+	m := rc.relayMetrics(ctx)
+	for _, s := range []string{`relay_method_calls_total{status="hub_504"}`, `relay_method_calls_total{status="hub_404"}`} {
+		if v := metricValue(m, s); v != 1 {
+			t.Errorf("%s = %v, want 1", s, v)
+		}
+	}
+}
+
+// TestRelayRestart stops the relay while a player streams: the player's
+// connection ends at once (no hang), the module ends the tunnel on the
+// relay's "going away" and frees the camera; while the relay is down players
+// are refused at once; after a restart on the same ports new sessions work.
+func TestRelayRestart(t *testing.T) {
+	t.Parallel()
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	rc := newRelayChain(t, ctx, relayOptions{})
+	url1 := rc.ready.Camera("cam1")
+
+	type result struct {
+		p   harness.Probe
+		err error
+	}
+	done := make(chan result, 1)
+	go func() {
+		p, err := harness.FFProbe(ctx, url1, 60*time.Second)
+		done <- result{p, err}
+	}()
+	rc.waitReported(ctx, "one active session", func(rep map[string]any) bool {
+		sum, _ := rep["summary"].(map[string]any)
+		return sum["active"] == float64(1)
+	})
+	waitUntil(t, ctx, "video flowing", func() bool { return rc.cam.Plays() == 1 })
+	time.Sleep(time.Second) // let it stream
+
+	stopped := time.Now()
+	code, took, err := rc.relay.Stop(10 * time.Second)
+	if err != nil || code != 0 {
+		t.Errorf("relay stop: exit %d after %s, %v; want 0", code, took, err)
+	}
+	var r result
+	select {
+	case r = <-done:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the player still hangs 10 s after the relay stopped")
+	}
+	playerEnd := time.Since(stopped)
+	if r.p.Packets < 10 {
+		t.Errorf("player read %d packets before the relay stopped", r.p.Packets)
+	}
+	t.Logf("relay stopped in %s; player ended %s after SIGTERM with %d packets (%v)", took.Round(time.Millisecond),
+		playerEnd.Round(time.Millisecond), r.p.Packets, r.err)
+	waitUntil(t, ctx, "the module to free the camera", func() bool { return rc.cam.ActiveConns() == 0 })
+	rep := rc.waitReported(ctx, "the session closed by the relay", func(rep map[string]any) bool {
+		sum, _ := rep["summary"].(map[string]any)
+		return sum["active"] == float64(0) && strings.Contains(mustJSON(rep["sessions"]), `"closeReason":"remote_closed"`)
+	})
+	if !strings.Contains(mustJSON(rep["sessions"]), `"closeCode":1001`) {
+		t.Errorf("reported sessions %s, want close code 1001 (relay going away)", mustJSON(rep["sessions"]))
+	}
+
+	// While the relay is down, a player is refused at once.
+	start := time.Now()
+	if _, err := harness.FFProbe(ctx, url1, time.Second); err == nil {
+		t.Error("ffprobe succeeded with the relay down")
+	} else if d := time.Since(start); d > 5*time.Second {
+		t.Errorf("with the relay down ffprobe took %s to fail", d)
+	}
+
+	rc.startRelay(ctx)
+	p, err := harness.FFProbe(ctx, rc.ready.Camera("cam1"), 3*time.Second)
+	if err != nil || p.Packets < 50 {
+		t.Fatalf("after the relay restarted: %d packets, %v", p.Packets, err)
+	}
+}
+
+// rtspOptions sends OPTIONS with cseq on c and returns the reply's status line.
+func rtspOptions(t *testing.T, c net.Conn, br *bufio.Reader, cseq int) string {
+	t.Helper()
+	c.SetDeadline(time.Now().Add(30 * time.Second))
+	defer c.SetDeadline(time.Time{})
+	fmt.Fprintf(c, "OPTIONS rtsp://%s%s RTSP/1.0\r\nCSeq: %d\r\n\r\n", c.RemoteAddr(), camera.DefaultPath, cseq)
+	status, err := br.ReadString('\n')
+	if err != nil {
+		t.Fatalf("reading the OPTIONS reply: %v", err)
+	}
+	for {
+		l, err := br.ReadString('\n')
+		if err != nil {
+			t.Fatalf("reading the OPTIONS reply: %v", err)
+		}
+		if l == "\r\n" || l == "\n" {
+			break
+		}
+	}
+	return strings.TrimSpace(status)
+}
+
+// scrapeURL fetches a metrics page.
+func scrapeURL(t *testing.T, ctx context.Context, u string) string {
+	t.Helper()
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatalf("scraping %s: %v", u, err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return string(b)
+}
+
+// writeTLSCert writes a new CA and a server certificate for 127.0.0.1 and
+// localhost, signed by it, into dir, and returns the three PEM file paths.
+func writeTLSCert(t *testing.T, dir, name string) (caFile, certFile, keyFile string) {
+	t.Helper()
+	caKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	now := time.Now()
+	caTmpl := &x509.Certificate{
+		SerialNumber:          big.NewInt(1),
+		Subject:               pkix.Name{CommonName: name + " test CA"},
+		NotBefore:             now.Add(-time.Hour),
+		NotAfter:              now.Add(24 * time.Hour),
+		IsCA:                  true,
+		BasicConstraintsValid: true,
+		KeyUsage:              x509.KeyUsageCertSign,
+	}
+	caDER, err := x509.CreateCertificate(rand.Reader, caTmpl, caTmpl, &caKey.PublicKey, caKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	caCert, _ := x509.ParseCertificate(caDER)
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(2),
+		Subject:      pkix.Name{CommonName: name},
+		NotBefore:    now.Add(-time.Hour),
+		NotAfter:     now.Add(24 * time.Hour),
+		DNSNames:     []string{"localhost"},
+		IPAddresses:  []net.IP{net.IPv4(127, 0, 0, 1)},
+		KeyUsage:     x509.KeyUsageDigitalSignature,
+		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, caCert, &key.PublicKey, caKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	keyDER, err := x509.MarshalECPrivateKey(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	caFile = filepath.Join(dir, name+"-ca.pem")
+	certFile = filepath.Join(dir, name+"-cert.pem")
+	keyFile = filepath.Join(dir, name+"-key.pem")
+	for f, b := range map[string][]byte{
+		caFile:   pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: caDER}),
+		certFile: pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}),
+		keyFile:  pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: keyDER}),
+	} {
+		if err := os.WriteFile(f, b, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return caFile, certFile, keyFile
+}
+
+// hubRecorder is a TLS reverse proxy in front of the emulator's IoT Hub REST
+// API that records every tunnelOpen payload passing through.
+type hubRecorder struct {
+	srv    *httptest.Server
+	caFile string // the proxy's certificate, for the relay's IOTHUB_CA_FILE
+
+	mu    sync.Mutex
+	calls []openPayload
+	added chan struct{} // closed and replaced on every call
+}
+
+func newHubRecorder(t *testing.T, emu *emulator.Emulator, dir string) *hubRecorder {
+	t.Helper()
+	h := &hubRecorder{added: make(chan struct{})}
+	client := &http.Client{Transport: &http.Transport{TLSClientConfig: emu.TLSConfig(emu.GatewayHostName())}}
+	target := "https://" + emu.HTTPSAddr()
+	h.srv = httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		body, _ := io.ReadAll(r.Body)
+		var req struct {
+			MethodName string      `json:"methodName"`
+			Payload    openPayload `json:"payload"`
+		}
+		if json.Unmarshal(body, &req) == nil && req.MethodName == "tunnelOpen" {
+			h.mu.Lock()
+			h.calls = append(h.calls, req.Payload)
+			close(h.added)
+			h.added = make(chan struct{})
+			h.mu.Unlock()
+		}
+		out, _ := http.NewRequestWithContext(r.Context(), r.Method, target+r.URL.RequestURI(), bytes.NewReader(body))
+		out.Header = r.Header.Clone()
+		resp, err := client.Do(out)
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusBadGateway)
+			return
+		}
+		defer resp.Body.Close()
+		for k, v := range resp.Header {
+			w.Header()[k] = v
+		}
+		w.WriteHeader(resp.StatusCode)
+		io.Copy(w, resp.Body)
+	}))
+	h.srv.StartTLS()
+	t.Cleanup(h.srv.Close)
+	h.caFile = filepath.Join(dir, "hub-proxy-ca.pem")
+	// The emulator's CA too: the relay reads one file.
+	bundle := append(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: h.srv.Certificate().Raw}), emu.CAPEM()...)
+	if err := os.WriteFile(h.caFile, bundle, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return h
+}
+
+// waitCall returns the first recorded tunnelOpen payload, waiting for it.
+func (h *hubRecorder) waitCall(t *testing.T, ctx context.Context) openPayload {
+	t.Helper()
+	for {
+		h.mu.Lock()
+		ch := h.added
+		if len(h.calls) > 0 {
+			c := h.calls[0]
+			h.mu.Unlock()
+			return c
+		}
+		h.mu.Unlock()
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			t.Fatal("no tunnelOpen call went through the hub proxy")
+		}
+	}
+}
+
+// recorded returns every recorded tunnelOpen payload.
+func (h *hubRecorder) recorded() []openPayload {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return append([]openPayload(nil), h.calls...)
+}
