@@ -246,6 +246,13 @@ func TestPackagingDockerfiles(t *testing.T) {
 					t.Errorf("%s: ENV lacks %s", path, want)
 				}
 			}
+			// The final image runs the module with one P, as measured by
+			// scripts/bench (which reads it from Dockerfile.amd64).
+			if !slices.ContainsFunc(envs, func(in instruction) bool {
+				return in.line > froms[1].line && slices.Contains(strings.Fields(in.args), "GOMAXPROCS=1")
+			}) {
+				t.Errorf("%s: the final stage lacks ENV GOMAXPROCS=1", path)
+			}
 			var build *instruction
 			for i := range runs {
 				if strings.Contains(runs[i].args, "go build") {

@@ -158,7 +158,7 @@ func (a *App) Initialize() (err error) {
 		ReadHeaderTimeout: 10 * time.Second,
 		ErrorLog:          errLog,
 	}
-	wsLn := a.wsLn
+	wsLn := wsserver.Listener(a.wsLn) // one write per message; see wsserver.Conn.Write
 	if tlsConf != nil {
 		wsLn = tls.NewListener(wsLn, tlsConf)
 	}

@@ -43,7 +43,8 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	log := h.Logger.With("session", id, "remote", r.RemoteAddr)
 	err := h.Acceptor.AcceptModule(id, bearer(r.Header.Get("Authorization")), func() (net.Conn, error) {
-		ws, err := websocket.Accept(w, r, &websocket.AcceptOptions{
+		spy := &hijackSpy{ResponseWriter: w}
+		ws, err := websocket.Accept(spy, r, &websocket.AcceptOptions{
 			// Video is already compressed; deflate would only cost CPU.
 			CompressionMode: websocket.CompressionDisabled,
 		})
@@ -55,7 +56,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			"connection_source", r.Header.Get("TunnelConnectionSource"))
 		// r.Context() lives until ServeHTTP returns, which is after the
 		// tunnel has ended: AcceptModule blocks until then.
-		return NewConn(r.Context(), ws), nil
+		return newCorkedConn(r.Context(), ws, spy.conn), nil
 	})
 	switch {
 	case errors.Is(err, token.ErrInvalid):

@@ -32,7 +32,8 @@ import (
 // Conn is safe for one concurrent reader and one concurrent writer.
 type Conn struct {
 	net.Conn
-	ws *websocket.Conn
+	ws   *websocket.Conn
+	cork *corkConn // the connection under TLS; nil when not served on Listener
 
 	readDeadline  atomic.Pointer[time.Time]
 	writeDeadline atomic.Pointer[time.Time]
@@ -43,15 +44,38 @@ func NewConn(ctx context.Context, ws *websocket.Conn) *Conn {
 	return &Conn{Conn: websocket.NetConn(ctx, ws, websocket.MessageBinary), ws: ws}
 }
 
+// newCorkedConn is NewConn for a websocket served over conn (as hijacked):
+// when conn was accepted by Listener, each Write leaves in one system call.
+func newCorkedConn(ctx context.Context, ws *websocket.Conn, conn net.Conn) *Conn {
+	c := NewConn(ctx, ws)
+	c.cork = findCork(conn)
+	return c
+}
+
 // Read implements net.Conn.
 func (c *Conn) Read(p []byte) (int, error) {
 	n, err := c.Conn.Read(p)
 	return n, deadlineErr(err, c.readDeadline.Load())
 }
 
-// Write implements net.Conn.
+// Write implements net.Conn. The message leaves in one write system call
+// when the connection was accepted by Listener.
+//
+// A Write blocked on a module that stopped reading holds the corked
+// connection's lock, so closing the websocket then waits for crypto/tls's
+// close_notify, which gives up after 5 s; without corking, tls closes at once.
+// The relay ends such sessions through Close anyway, which itself waits up to
+// 5 s for the module's close frame.
 func (c *Conn) Write(p []byte) (int, error) {
+	if c.cork == nil {
+		n, err := c.Conn.Write(p)
+		return n, deadlineErr(err, c.writeDeadline.Load())
+	}
+	c.cork.cork()
 	n, err := c.Conn.Write(p)
+	if uerr := c.cork.uncork(); uerr != nil && err == nil {
+		n, err = 0, uerr
+	}
 	return n, deadlineErr(err, c.writeDeadline.Load())
 }
 

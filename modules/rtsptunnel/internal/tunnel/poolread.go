@@ -35,37 +35,60 @@ func poolReader(c net.Conn) func() (bp *[]byte, n int, err error) {
 			return bp, n, err
 		}
 	}
-	return func() (bp *[]byte, n int, err error) {
-		// RawConn.Read calls the function, and while it returns false waits
-		// for the descriptor to become readable and calls it again: the same
-		// read-then-wait loop as net.Conn.Read, which also makes the first
-		// attempt before any wait.
-		werr := raw.Read(func(fd uintptr) bool {
-			if bp == nil {
-				bp = bufPool.Get().(*[]byte)
-			}
-			for {
-				m, e := syscall.Read(int(fd), *bp)
-				switch {
-				case e == syscall.EINTR:
-					continue
-				case e == syscall.EAGAIN:
-					bufPool.Put(bp) // wait without a buffer
-					bp = nil
-					return false
-				case e != nil:
-					err = os.NewSyscallError("read", e)
-				case m == 0:
-					err = io.EOF
-				default:
-					n = m
-				}
-				return true
-			}
-		})
-		if werr != nil && err == nil {
-			err = werr
+	r := &rawReader{raw: raw}
+	// Bound once: a closure or method value made per read would be a heap
+	// allocation per camera packet (a profile at 1000 tunnels showed it).
+	r.readFD = r.tryRead
+	return r.read
+}
+
+// rawReader is poolReader's state for a connection with a file descriptor.
+// One goroutine reads at a time.
+type rawReader struct {
+	raw    syscall.RawConn
+	readFD func(fd uintptr) bool // r.tryRead
+
+	// The result of the read in progress, set by tryRead.
+	bp  *[]byte
+	n   int
+	err error
+}
+
+func (r *rawReader) read() (bp *[]byte, n int, err error) {
+	// RawConn.Read calls readFD, and while it returns false waits for the
+	// descriptor to become readable and calls it again: the same
+	// read-then-wait loop as net.Conn.Read, which also makes the first
+	// attempt before any wait.
+	werr := r.raw.Read(r.readFD)
+	bp, n, err = r.bp, r.n, r.err
+	r.bp, r.n, r.err = nil, 0, nil
+	if werr != nil && err == nil {
+		err = werr
+	}
+	return bp, n, err
+}
+
+// tryRead makes one read attempt; false means "wait for readability".
+func (r *rawReader) tryRead(fd uintptr) bool {
+	if r.bp == nil {
+		r.bp = bufPool.Get().(*[]byte)
+	}
+	for {
+		m, e := syscall.Read(int(fd), *r.bp)
+		switch {
+		case e == syscall.EINTR:
+			continue
+		case e == syscall.EAGAIN:
+			bufPool.Put(r.bp) // wait without a buffer
+			r.bp = nil
+			return false
+		case e != nil:
+			r.err = os.NewSyscallError("read", e)
+		case m == 0:
+			r.err = io.EOF
+		default:
+			r.n = m
 		}
-		return bp, n, err
+		return true
 	}
 }

@@ -9,6 +9,7 @@ import (
 	"math/rand/v2"
 	"net"
 	"runtime"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -370,4 +371,55 @@ func TestSpliceBackpressure(t *testing.T) {
 		t.Errorf("stalled tunnel took %v to shut down", d)
 	}
 	<-writerDone
+}
+
+// writeCounter is a camera connection that records the size of every write.
+type writeCounter struct {
+	net.Conn
+	mu    sync.Mutex
+	sizes []int
+}
+
+func (w *writeCounter) Write(p []byte) (int, error) {
+	w.mu.Lock()
+	w.sizes = append(w.sizes, len(p))
+	w.mu.Unlock()
+	return w.Conn.Write(p)
+}
+
+// TestSpliceMessageOneCameraWrite checks that a message reaches the camera in
+// as few writes as the copy buffer allows, not one per read of the websocket
+// (crypto/tls returns a record, at most 16 KiB, per read).
+func TestSpliceMessageOneCameraWrite(t *testing.T) {
+	ctx := testCtx(t, 10*time.Second)
+	client, server, _ := wsPipe(t)
+	a, peer := tcpPipe(t)
+	camera := &writeCounter{Conn: a}
+	done := startSplice(ctx, camera, client, SpliceOptions{})
+	// Messages of 1 byte, exactly the buffer, and 2.5 buffers.
+	sizes := []int{1, bufSize, bufSize*2 + bufSize/2}
+	var want []int
+	for i, size := range sizes {
+		msg := randomBytes(size, uint64(i))
+		if err := server.Write(ctx, websocket.MessageBinary, msg); err != nil {
+			t.Fatal(err)
+		}
+		got := make([]byte, size)
+		if _, err := io.ReadFull(peer, got); err != nil || !bytes.Equal(got, msg) {
+			t.Fatalf("message %d: camera got %d bytes (%v), corrupted or short", i, len(got), err)
+		}
+		for size > 0 {
+			want = append(want, min(size, bufSize))
+			size -= bufSize
+		}
+	}
+	camera.mu.Lock()
+	got := slices.Clone(camera.sizes)
+	camera.mu.Unlock()
+	if !slices.Equal(got, want) {
+		t.Errorf("camera writes %v, want %v (one per full buffer or message end)", got, want)
+	}
+	go server.Read(ctx) // answers the close frame
+	peer.Close()
+	awaitResult(t, ctx, done)
 }
