@@ -38,7 +38,7 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs.IntVar(&o.Rounds, "rounds", 0, "throughput rounds; every round measures every path and direction, the median is reported (default 3, quick 1)")
 	fs.StringVar(&tunnels, "tunnels", "", "comma-separated tunnel counts of the concurrency test (default 1,10,100,1000; quick 1,10,100)")
 	fs.IntVar(&packetPaced, "packet-paced", 0, "add a concurrency step with this many tunnels whose packets are each paced on their own (one write each)")
-	fs.BoolVar(&o.SingleProc, "gomaxprocs1", false, "add a step with the most tunnels with the module restarted with GOMAXPROCS=1 (default true; quick false)")
+	fs.BoolVar(&o.DefaultProcs, "gomaxprocs-default", false, "add a step with the most tunnels with the module restarted with Go's default GOMAXPROCS (one per core) instead of its image's GOMAXPROCS=1 (default true; quick false)")
 	fs.IntVar(&o.FPS, "fps", 0, "frame rate of the paced streams: a frame's packets go out back to back (default 25)")
 	var writes string
 	fs.StringVar(&writes, "camera-writes", "", "the camera's write modes, one concurrency series each: writev (a frame's packets with one writev), write (one write per packet, as gortsplib) (default writev,write; quick writev)")
@@ -86,8 +86,8 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	}
 	explicit := map[string]bool{}
 	fs.Visit(func(f *flag.Flag) { explicit[f.Name] = true })
-	if !explicit["gomaxprocs1"] {
-		o.SingleProc = !o.Quick
+	if !explicit["gomaxprocs-default"] {
+		o.DefaultProcs = !o.Quick
 	}
 	if fs.NArg() > 0 {
 		fmt.Fprintf(stderr, "bench: unexpected argument %q\n", fs.Arg(0))

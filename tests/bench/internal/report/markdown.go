@@ -2,6 +2,7 @@ package report
 
 import (
 	"fmt"
+	"math"
 	"strings"
 
 	"github.com/rtsptunnel/rtsptunnel/tests/bench/internal/suite"
@@ -19,8 +20,9 @@ func markdown(r *suite.Results, resultsRef string, charts []string) string {
 	p("")
 	p("Everything runs on one machine over loopback, in one run, so that the machine's noise touches every")
 	p("figure alike: the rtsptunnel module and the relay as built from this repository, the IoT Hub")
-	p("emulator (`tools/edgeemu`), chisel %s (built from `tools/benchpeers`), and the load generator", m.ChiselVersion)
-	p("(`tests/bench`: a TCP \"camera\" and the players, plus the camera simulator for RTSP answers).")
+	p("emulator (`tools/edgeemu`), chisel %s (built from `tools/benchpeers`), a reference tunnel of the", m.ChiselVersion)
+	p("same shape that only forwards (`tests/bench/cmd/tlsfwd`), and the load generator (`tests/bench`:")
+	p("a TCP \"camera\" and the players, plus the camera simulator for RTSP answers).")
 	if strings.HasPrefix(resultsRef, "/") {
 		p("The machine-readable results are in `%s`.", resultsRef)
 	} else {
@@ -29,6 +31,7 @@ func markdown(r *suite.Results, resultsRef string, charts []string) string {
 	p("")
 	p("```")
 	p("player ──tcp──► relay ══wss (TLS)══► rtsptunnel module ──tcp──► camera      (tunnelOpen: relay → IoT Hub REST → MQTT → module)")
+	p("player ──tcp──► tlsfwd ══TLS══► tlsfwd ──tcp──► camera                      (reference: forwarding only)")
 	p("player ──tcp──► chisel client ══wss (TLS) + SSH══► chisel server ──tcp──► camera")
 	p("player ──tcp──► camera                                                       (raw loopback TCP)")
 	p("```")
@@ -38,6 +41,9 @@ func markdown(r *suite.Results, resultsRef string, charts []string) string {
 	p("| command | `%s` |", m.Command)
 	p("| date | %s, %s |", m.Started.Format("2006-01-02 15:04 MST"), dur(m.Duration))
 	p("| commit | `%s` |", m.Commit)
+	if len(m.ModuleImageEnv) > 0 {
+		p("| module environment | `%s`, as its image sets it (`modules/rtsptunnel/Dockerfile.amd64`) |", strings.Join(m.ModuleImageEnv, " "))
+	}
 	p("| machine | %s, %d cores, %s, %s |", m.CPU, m.Cores, m.Kernel, m.GoVersion)
 	p("| background load | %s of one core busy before the run and %s after it (other users of this shared machine); load average %.1f before, %.1f after |",
 		pct(m.BackgroundBefore), pct(m.BackgroundAfter), m.LoadBefore[0], m.LoadAfter[0])
@@ -114,8 +120,12 @@ func throughputSection(b *strings.Builder, r *suite.Results, charts []string) {
 	p("")
 	p("| path | down MB/s | up MB/s | down rounds | up rounds |")
 	p("|---|---:|---:|---|---|")
-	for _, path := range []string{"raw", "chisel", "rtsptunnel"} {
-		name := map[string]string{"raw": "raw loopback TCP", "chisel": "chisel " + r.Meta.ChiselVersion + " (wss + SSH)", "rtsptunnel": "**rtsptunnel** (relay + wss + module)"}[path]
+	for _, path := range []string{"raw", "tlsfwd", "chisel", "rtsptunnel"} {
+		if math.IsNaN(throughput(r, path, "down")) {
+			continue // not in older results
+		}
+		name := map[string]string{"raw": "raw loopback TCP", "tlsfwd": "reference tunnel (tlsfwd ══TLS══► tlsfwd)",
+			"chisel": "chisel " + r.Meta.ChiselVersion + " (wss + SSH)", "rtsptunnel": "**rtsptunnel** (relay + wss + module)"}[path]
 		var rounds [2]string
 		for i, dir := range []string{"down", "up"} {
 			for _, t := range r.Throughput {
@@ -148,6 +158,10 @@ func throughputSection(b *strings.Builder, r *suite.Results, charts []string) {
 	p("| rtsptunnel / chisel | %s | %s |", ratio("rtsptunnelVsChisel_down"), ratio("rtsptunnelVsChisel_up"))
 	p("| rtsptunnel / raw TCP | %s | %s |", ratioPct("rtsptunnelVsRaw_down"), ratioPct("rtsptunnelVsRaw_up"))
 	p("| chisel / raw TCP | %s | %s |", ratioPct("chiselVsRaw_down"), ratioPct("chiselVsRaw_up"))
+	if _, ok := r.Ratios["rtsptunnelVsTLSFwd_down"]; ok {
+		p("| reference tunnel / raw TCP | %s | %s |", ratioPct("tlsfwdVsRaw_down"), ratioPct("tlsfwdVsRaw_up"))
+		p("| rtsptunnel / reference tunnel | %s | %s |", ratioPct("rtsptunnelVsTLSFwd_down"), ratioPct("rtsptunnelVsTLSFwd_up"))
+	}
 	p("")
 	if has(charts, ThroughputChart) {
 		p("![single-tunnel throughput](%s)", ThroughputChart)
@@ -155,8 +169,8 @@ func throughputSection(b *strings.Builder, r *suite.Results, charts []string) {
 	}
 	p("CPU during the median round (%% of one core; the machine has %d%%):", 100*r.Meta.Cores)
 	p("")
-	p("| path | direction | load generator | module | relay | chisel client | chisel server | machine |")
-	p("|---|---|---:|---:|---:|---:|---:|---:|")
+	p("| path | direction | load generator | module | relay | tlsfwd in | tlsfwd out | chisel client | chisel server | machine |")
+	p("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|")
 	for _, t := range r.Throughput {
 		c := t.CPU
 		opt := func(k string) string {
@@ -165,7 +179,7 @@ func throughputSection(b *strings.Builder, r *suite.Results, charts []string) {
 			}
 			return "–"
 		}
-		p("| %s | %s | %s | %s | %s | %s | %s | %s |", t.Path, t.Direction, opt("harness"), opt("module"), opt("relay"), opt("chiselClient"), opt("chiselServer"), pct(t.Machine))
+		p("| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |", t.Path, t.Direction, opt("harness"), opt("module"), opt("relay"), opt("tlsfwdIn"), opt("tlsfwdOut"), opt("chiselClient"), opt("chiselServer"), pct(t.Machine))
 	}
 	p("")
 	p("**What limits it.** Work per byte, on %d shared cores. Raw TCP is one loopback connection: a", r.Meta.Cores)

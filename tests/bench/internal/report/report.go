@@ -78,10 +78,13 @@ func yesNo(b bool) string {
 }
 
 func throughputChart(r *suite.Results) func(*bytes.Buffer) error {
-	paths := []string{"raw", "chisel", "rtsptunnel"}
-	names := map[string]string{"raw": "raw TCP", "chisel": "chisel " + r.Meta.ChiselVersion, "rtsptunnel": "rtsptunnel"}
+	paths := []string{"raw", "tlsfwd", "chisel", "rtsptunnel"}
+	names := map[string]string{"raw": "raw TCP", "tlsfwd": "reference (tlsfwd)", "chisel": "chisel " + r.Meta.ChiselVersion, "rtsptunnel": "rtsptunnel"}
 	var series []chart.Series
 	for _, p := range paths {
+		if math.IsNaN(throughput(r, p, "down")) {
+			continue // not in older results
+		}
 		s := chart.Series{Name: names[p]}
 		for _, dir := range []string{"down", "up"} {
 			s.Values = append(s.Values, throughput(r, p, dir))

@@ -20,7 +20,7 @@ var pprofHook []byte
 
 // binaries are the executables a run uses.
 type binaries struct {
-	module, relay, emulator, chisel string
+	module, relay, emulator, chisel, tlsfwd string
 }
 
 // build compiles the module, the relay and the emulator from the workspace at root, and
@@ -71,6 +71,10 @@ func build(ctx context.Context, root, dir string, profile bool) (binaries, error
 	}
 	b.emulator = filepath.Join(dir, "edgeemu")
 	if err := goBuild(root, b.emulator, "./tools/edgeemu", false, nil); err != nil {
+		return b, err
+	}
+	b.tlsfwd = filepath.Join(dir, "tlsfwd")
+	if err := goBuild(root, b.tlsfwd, "./tests/bench/cmd/tlsfwd", false, nil); err != nil {
 		return b, err
 	}
 	b.chisel = filepath.Join(dir, "chisel")

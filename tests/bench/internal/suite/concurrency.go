@@ -96,8 +96,8 @@ func (e *env) concurrency(ctx context.Context, res *Results) error {
 	for _, s := range steps {
 		maxN = max(maxN, s.n)
 	}
-	if e.opts.SingleProc && len(e.opts.CameraWrites) > 0 {
-		steps = append(steps, step{maxN, e.opts.FPS, e.opts.CameraWrites[0] == "writev", "GOMAXPROCS=1"})
+	if e.opts.DefaultProcs && len(e.opts.CameraWrites) > 0 {
+		steps = append(steps, step{maxN, e.opts.FPS, e.opts.CameraWrites[0] == "writev", DefaultProcsEnv})
 	}
 	// Each series starts with a fresh relay and module; the tests after
 	// this one get fresh ones with the defaults too.

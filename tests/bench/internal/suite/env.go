@@ -7,6 +7,7 @@ import (
 	"crypto/rand"
 	"crypto/x509"
 	"crypto/x509/pkix"
+	"encoding/json"
 	"encoding/pem"
 	"fmt"
 	"io"
@@ -47,6 +48,7 @@ type env struct {
 
 	emu        *harness.Process
 	moduleEnv  []string       // the emulator's module.env
+	imageEnv   []string       // the ENV of the module's image (Dockerfile.amd64)
 	serviceEnv []string       // the emulator's service.env
 	cam        *load.Camera   // in-process
 	sim        *camera.Server // in-process RTSP camera simulator
@@ -63,6 +65,11 @@ type env struct {
 	modulePprof string
 
 	chiselServer, chiselClient *harness.Process
+
+	// The reference tunnel (tests/bench/cmd/tlsfwd): tlsfwdIn takes the
+	// player's TCP and dials tlsfwdOut with TLS, which dials the camera.
+	tlsfwdIn, tlsfwdOut *harness.Process
+	tlsfwdLoad          string // player address of the reference tunnel
 	chiselLoad, chiselSim      string
 
 	closers []func()
@@ -104,6 +111,9 @@ func setup(ctx context.Context, o Options) (_ *env, err error) {
 	if err := os.MkdirAll(bin, 0o755); err != nil {
 		return nil, err
 	}
+	if e.imageEnv, err = ImageEnv(o.Root); err != nil {
+		return nil, err
+	}
 	e.progress("building the module, the relay and chisel %s", ChiselVersion)
 	if e.bins, err = build(ctx, o.Root, bin, o.ProfileDir != ""); err != nil {
 		return nil, err
@@ -128,6 +138,9 @@ func setup(ctx context.Context, o Options) (_ *env, err error) {
 		return nil, err
 	}
 	if err := e.startModule(ctx, "rtsptunnel"); err != nil {
+		return nil, err
+	}
+	if err := e.startTLSForwarders(ctx); err != nil {
 		return nil, err
 	}
 	if err := e.startChisel(ctx); err != nil {
@@ -159,6 +172,34 @@ func (e *env) startEmulator(ctx context.Context) error {
 }
 
 // readEnvFile reads KEY=VALUE lines (docker --env-file format).
+// ImageEnv returns the environment the module's image sets for the module
+// (the ENV instructions of Dockerfile.amd64's final stage), so that the
+// benchmark runs the module as it ships.
+func ImageEnv(root string) ([]string, error) {
+	path := filepath.Join(root, "modules/rtsptunnel/Dockerfile.amd64")
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	var env []string
+	for _, line := range strings.Split(string(b), "\n") {
+		f := strings.Fields(line)
+		switch {
+		case len(f) == 0:
+		case strings.EqualFold(f[0], "FROM"):
+			env = nil // a new stage
+		case strings.EqualFold(f[0], "ENV"):
+			for _, kv := range f[1:] {
+				if !strings.Contains(kv, "=") {
+					return nil, fmt.Errorf("%s: ENV %q: want KEY=VALUE pairs", path, strings.Join(f[1:], " "))
+				}
+				env = append(env, kv)
+			}
+		}
+	}
+	return env, nil
+}
+
 func readEnvFile(path string) ([]string, error) {
 	b, err := os.ReadFile(path)
 	if err != nil {
@@ -233,6 +274,7 @@ func (e *env) startModule(ctx context.Context, name string, extra ...string) err
 		e.modulePprof = freeAddr()
 		env = append(env, "BENCH_PPROF_ADDR="+e.modulePprof)
 	}
+	env = append(env, e.imageEnv...)
 	env = append(env, e.opts.ModuleEnv...)
 	env = append(env, extra...)
 	p, err := harness.Start(ctx, name, e.bins.module, nil, &harness.StartOptions{Env: env, Echo: e.log})
@@ -308,6 +350,41 @@ func (e *env) startChisel(ctx context.Context) error {
 		return fmt.Errorf("chisel client: %w\n%s", err, c.Output())
 	}
 	return nil
+}
+
+// startTLSForwarders runs the reference tunnel: two tlsfwd processes with
+// TLS between them, in front of the load generator's camera.
+func (e *env) startTLSForwarders(ctx context.Context) error {
+	dir := filepath.Join(e.dir, "tlsfwd")
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return err
+	}
+	ca, cert, key, err := writeCerts(dir)
+	if err != nil {
+		return err
+	}
+	start := func(name string, args ...string) (*harness.Process, string, error) {
+		p, err := harness.Start(ctx, name, e.bins.tlsfwd, args, &harness.StartOptions{Echo: e.log})
+		if err != nil {
+			return nil, "", err
+		}
+		e.closers = append(e.closers, e.stop(p))
+		line, err := p.WaitContains(ctx, `"listen"`)
+		if err != nil {
+			return nil, "", fmt.Errorf("%s: %w\n%s", name, err, p.Output())
+		}
+		var ready struct{ Listen string }
+		if err := json.Unmarshal([]byte(line), &ready); err != nil || ready.Listen == "" {
+			return nil, "", fmt.Errorf("%s: bad ready line %q", name, line)
+		}
+		return p, ready.Listen, nil
+	}
+	var out string
+	if e.tlsfwdOut, out, err = start("tlsfwd-out", "--to", e.cam.ListenAddr(), "--cert", cert, "--key", key); err != nil {
+		return err
+	}
+	e.tlsfwdIn, e.tlsfwdLoad, err = start("tlsfwd-in", "--to", out, "--ca", ca)
+	return err
 }
 
 // writeCerts writes a CA and a server certificate for 127.0.0.1 (ECDSA P-256,

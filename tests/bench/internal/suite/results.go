@@ -32,7 +32,10 @@ type Meta struct {
 	Kernel     string        `json:"kernel"`
 	Commit     string        `json:"commit"`
 	LoadBefore [3]float64    `json:"loadAverageBefore"`
-	LoadAfter  [3]float64    `json:"loadAverageAfter"`
+	// ModuleImageEnv is the environment of the module's image, which every
+	// step runs the module with (ImageEnv), e.g. GOMAXPROCS=1.
+	ModuleImageEnv []string   `json:"moduleImageEnv"`
+	LoadAfter      [3]float64 `json:"loadAverageAfter"`
 	// BackgroundBefore and BackgroundAfter are the machine's busy CPU (% of
 	// one core) over 5 s before the run started anything and after it
 	// stopped everything: other users' load.

@@ -45,9 +45,10 @@ type Options struct {
 	// Tunnels: "writev" (a frame's packets with one writev) and "write"
 	// (one write per packet, as gortsplib does). Default: both.
 	CameraWrites []string
-	// SingleProc adds a step with the most tunnels (first camera write
-	// mode) with the module restarted with GOMAXPROCS=1.
-	SingleProc bool
+	// DefaultProcs adds a step with the most tunnels (first camera write
+	// mode) with the module restarted with Go's default GOMAXPROCS (one P
+	// per core) instead of its image's GOMAXPROCS=1.
+	DefaultProcs bool
 	// PacketPacedTunnels, when > 0, adds a step with that many tunnels whose
 	// packets are each paced on their own (fps 0).
 	PacketPacedTunnels int
@@ -138,21 +139,22 @@ func Run(ctx context.Context, o Options) (*Results, error) {
 	o.Defaults()
 	res := &Results{Ratios: map[string]float64{}}
 	res.Meta = Meta{
-		Started:       time.Now().UTC(),
-		Command:       o.Command,
-		Quick:         o.Quick,
-		GoVersion:     runtime.Version(),
-		CPU:           cpuModel(),
-		Cores:         runtime.NumCPU(),
-		Kernel:        kernel(),
-		Commit:        commit(o.Root),
-		LoadBefore:    loadAvg(),
-		ChiselVersion: ChiselVersion,
+		Started:        time.Now().UTC(),
+		Command:        o.Command,
+		Quick:          o.Quick,
+		GoVersion:      runtime.Version(),
+		CPU:            cpuModel(),
+		Cores:          runtime.NumCPU(),
+		Kernel:         kernel(),
+		Commit:         commit(o.Root),
+		LoadBefore:     loadAvg(),
+		ChiselVersion:  ChiselVersion,
+		ModuleImageEnv: func() []string { env, _ := ImageEnv(o.Root); return env }(),
 		Settings: map[string]any{
 			"throughputWindow": o.ThroughputWindow.String(), "throughputWarmup": o.ThroughputWarmup.String(),
 			"rounds": o.Rounds, "tunnels": o.Tunnels, "window": o.Window.String(),
 			"streamBitsPerSecond": o.StreamBps, "chunkBytes": o.Chunk, "fps": o.FPS, "cameraWrites": o.CameraWrites,
-			"packetPacedTunnels": o.PacketPacedTunnels, "singleProcStep": o.SingleProc, "openConcurrency": o.OpenConcurrency,
+			"packetPacedTunnels": o.PacketPacedTunnels, "defaultProcsStep": o.DefaultProcs, "openConcurrency": o.OpenConcurrency,
 			"opens": o.Opens, "sustainedOpens": o.SustainedOpens, "rttSamples": o.RTTSamples,
 			"idleTunnels": o.IdleTunnels, "moduleMaxSessions": 1000, "profiled": o.ProfileDir != "",
 			"moduleEnv": o.ModuleEnv, "relayEnv": o.RelayEnv,

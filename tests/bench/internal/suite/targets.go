@@ -48,8 +48,17 @@ func SeriesName(c ConcurrencyResult) string {
 	default:
 		s = "a write per packet"
 	}
-	if c.ModuleEnv != "" {
+	switch c.ModuleEnv {
+	case "":
+	case DefaultProcsEnv:
+		s += ", module with Go's default GOMAXPROCS"
+	default:
 		s += ", module with " + c.ModuleEnv
 	}
 	return s
 }
+
+// DefaultProcsEnv is the module environment of the comparison step: an empty
+// GOMAXPROCS overrides the image's GOMAXPROCS=1 with Go's default (one P per
+// core).
+const DefaultProcsEnv = "GOMAXPROCS="

@@ -10,14 +10,16 @@ import (
 )
 
 // throughput measures one connection's throughput in both directions over
-// raw loopback TCP, chisel and rtsptunnel, rounds interleaved so that the
+// raw loopback TCP, the reference tunnel (tlsfwd), chisel and rtsptunnel,
+// rounds interleaved so that the
 // machine's noise touches every path alike.
 func (e *env) throughput(ctx context.Context, res *Results) error {
 	type path struct{ name, addr string }
-	paths := []path{{"raw", e.cam.ListenAddr()}, {"chisel", e.chiselLoad}, {"rtsptunnel", e.relayLoad}}
+	paths := []path{{"raw", e.cam.ListenAddr()}, {"tlsfwd", e.tlsfwdLoad}, {"chisel", e.chiselLoad}, {"rtsptunnel", e.relayLoad}}
 	pids := map[string]int{"harness": os.Getpid(), "module": e.module.Pid(), "relay": e.relay.Pid(),
-		"chiselClient": e.chiselClient.Pid(), "chiselServer": e.chiselServer.Pid()}
-	names := []string{"harness", "module", "relay", "chiselClient", "chiselServer"}
+		"chiselClient": e.chiselClient.Pid(), "chiselServer": e.chiselServer.Pid(),
+		"tlsfwdIn": e.tlsfwdIn.Pid(), "tlsfwdOut": e.tlsfwdOut.Pid()}
+	names := []string{"harness", "module", "relay", "chiselClient", "chiselServer", "tlsfwdIn", "tlsfwdOut"}
 	type key struct{ path, dir string }
 	samples := map[key][]float64{}
 	cpus := map[key][]map[string]float64{}
@@ -97,6 +99,10 @@ func (e *env) throughput(ctx context.Context, res *Results) error {
 		if r := get("raw"); r > 0 {
 			res.Ratios["rtsptunnelVsRaw_"+dir] = get("rtsptunnel") / r
 			res.Ratios["chiselVsRaw_"+dir] = get("chisel") / r
+			res.Ratios["tlsfwdVsRaw_"+dir] = get("tlsfwd") / r
+		}
+		if f := get("tlsfwd"); f > 0 {
+			res.Ratios["rtsptunnelVsTLSFwd_"+dir] = get("rtsptunnel") / f
 		}
 	}
 	return nil
