@@ -68,9 +68,10 @@ type env struct {
 
 	// The reference tunnel (tests/bench/cmd/tlsfwd): tlsfwdIn takes the
 	// player's TCP and dials tlsfwdOut with TLS, which dials the camera.
-	tlsfwdIn, tlsfwdOut *harness.Process
-	tlsfwdLoad          string // player address of the reference tunnel
-	chiselLoad, chiselSim      string
+	tlsfwdIn, tlsfwdOut   *harness.Process
+	tlsfwdLoad            string // player address of the reference tunnel
+	tlsfwdSim             string // the same in front of the camera simulator (a second pair)
+	chiselLoad, chiselSim string
 
 	closers []func()
 }
@@ -383,7 +384,13 @@ func (e *env) startTLSForwarders(ctx context.Context) error {
 	if e.tlsfwdOut, out, err = start("tlsfwd-out", "--to", e.cam.ListenAddr(), "--cert", cert, "--key", key); err != nil {
 		return err
 	}
-	e.tlsfwdIn, e.tlsfwdLoad, err = start("tlsfwd-in", "--to", out, "--ca", ca)
+	if e.tlsfwdIn, e.tlsfwdLoad, err = start("tlsfwd-in", "--to", out, "--ca", ca); err != nil {
+		return err
+	}
+	if _, out, err = start("tlsfwd-sim-out", "--to", e.sim.ListenAddr(), "--cert", cert, "--key", key); err != nil {
+		return err
+	}
+	_, e.tlsfwdSim, err = start("tlsfwd-sim-in", "--to", out, "--ca", ca)
 	return err
 }
 

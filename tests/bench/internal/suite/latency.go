@@ -99,7 +99,8 @@ func (e *env) openLatency(ctx context.Context, res *Results) error {
 }
 
 // addedLatency times OPTIONS round trips to the camera simulator directly,
-// through an open tunnel and through chisel, the three interleaved.
+// through an open tunnel, through the reference tunnel and through chisel,
+// interleaved.
 func (e *env) addedLatency(ctx context.Context, res *Results) error {
 	if err := e.drain(ctx); err != nil {
 		return err
@@ -110,7 +111,7 @@ func (e *env) addedLatency(ctx context.Context, res *Results) error {
 		d    []time.Duration
 	}
 	var paths []*path
-	for _, p := range []struct{ name, addr string }{{"direct", e.sim.ListenAddr()}, {"rtsptunnel", e.relaySim}, {"chisel", e.chiselSim}} {
+	for _, p := range []struct{ name, addr string }{{"direct", e.sim.ListenAddr()}, {"rtsptunnel", e.relaySim}, {"chisel", e.chiselSim}, {"tlsfwd", e.tlsfwdSim}} {
 		conn, err := net.Dial("tcp", p.addr)
 		if err != nil {
 			return err
@@ -137,13 +138,15 @@ func (e *env) addedLatency(ctx context.Context, res *Results) error {
 			}
 		}
 	}
-	r := &AddedLatencyResult{Direct: percentiles(paths[0].d), Tunnel: percentiles(paths[1].d), Chisel: percentiles(paths[2].d)}
+	r := &AddedLatencyResult{Direct: percentiles(paths[0].d), Tunnel: percentiles(paths[1].d), Chisel: percentiles(paths[2].d), TLSFwd: percentiles(paths[3].d)}
+	r.TLSFwdP50 = r.TLSFwd.P50 - r.Direct.P50
+	r.TLSFwdP99 = r.TLSFwd.P99 - r.Direct.P99
 	r.AddedP50 = r.Tunnel.P50 - r.Direct.P50
 	r.AddedP99 = r.Tunnel.P99 - r.Direct.P99
 	r.ChiselP50 = r.Chisel.P50 - r.Direct.P50
 	r.ChiselP99 = r.Chisel.P99 - r.Direct.P99
 	res.AddedLatency = r
-	e.progress("added latency: direct p50 %.3f p99 %.3f ms; rtsptunnel p50 %.3f p99 %.3f ms (added %.3f / %.3f); chisel p50 %.3f p99 %.3f ms",
-		r.Direct.P50, r.Direct.P99, r.Tunnel.P50, r.Tunnel.P99, r.AddedP50, r.AddedP99, r.Chisel.P50, r.Chisel.P99)
+	e.progress("added latency: direct p50 %.3f p99 %.3f ms; rtsptunnel p50 %.3f p99 %.3f ms (added %.3f / %.3f); chisel p50 %.3f p99 %.3f ms; reference p50 %.3f p99 %.3f ms",
+		r.Direct.P50, r.Direct.P99, r.Tunnel.P50, r.Tunnel.P99, r.AddedP50, r.AddedP99, r.Chisel.P50, r.Chisel.P99, r.TLSFwd.P50, r.TLSFwd.P99)
 	return nil
 }

@@ -49,7 +49,7 @@ type Meta struct {
 
 // ThroughputResult is one path and direction of the single-tunnel test.
 type ThroughputResult struct {
-	// Path is "raw" (loopback TCP), "chisel" or "rtsptunnel".
+	// Path is "raw" (loopback TCP), "tlsfwd" (the reference tunnel), "chisel" or "rtsptunnel".
 	Path string `json:"path"`
 	// Direction is "down" (camera → player, the video direction) or "up".
 	Direction string `json:"direction"`
@@ -57,7 +57,8 @@ type ThroughputResult struct {
 	MBps    float64   `json:"mbps"`
 	Samples []float64 `json:"samples"`
 	// CPU is each process's CPU (% of one core) over the median round:
-	// "harness" (player and camera), "module", "relay", "chiselClient", "chiselServer".
+	// "harness" (player and camera), "module", "relay", "chiselClient", "chiselServer",
+	// "tlsfwdIn", "tlsfwdOut".
 	CPU map[string]float64 `json:"cpu"`
 	// Machine is the whole machine's busy CPU over that round (% of one core).
 	Machine float64 `json:"machineCpuPercent"`
@@ -150,6 +151,10 @@ type AddedLatencyResult struct {
 	AddedP99  float64     `json:"addedP99Ms"`
 	ChiselP50 float64     `json:"chiselAddedP50Ms"`
 	ChiselP99 float64     `json:"chiselAddedP99Ms"`
+	// TLSFwd is the reference tunnel (two TLS forwarders, tests/bench/cmd/tlsfwd).
+	TLSFwd    Percentiles `json:"tlsfwd"`
+	TLSFwdP50 float64     `json:"tlsfwdAddedP50Ms"`
+	TLSFwdP99 float64     `json:"tlsfwdAddedP99Ms"`
 }
 
 // MemoryResult is the memory-per-tunnel test.
