@@ -12,8 +12,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/coder/websocket"
-
 	"github.com/rtsptunnel/rtsptunnel/modules/rtsptunnel/internal/metrics"
 	"github.com/rtsptunnel/rtsptunnel/modules/rtsptunnel/internal/settings"
 	"github.com/rtsptunnel/rtsptunnel/modules/rtsptunnel/internal/tunnel"
@@ -196,7 +194,7 @@ func (m *Manager) open(ctx context.Context, payload []byte, cfg config, start ti
 
 // connect dials the camera, then the websocket, within openTimeout. On error
 // nothing stays open.
-func (m *Manager) connect(ctx context.Context, req *request, cfg config) (net.Conn, *websocket.Conn, *openError) {
+func (m *Manager) connect(ctx context.Context, req *request, cfg config) (net.Conn, *tunnel.Conn, *openError) {
 	ctx, cancel := context.WithTimeout(ctx, cfg.s.OpenTimeout)
 	defer cancel()
 	stop := context.AfterFunc(m.runCtx, cancel) // Shutdown aborts dials in progress

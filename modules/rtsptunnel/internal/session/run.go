@@ -14,10 +14,11 @@ import (
 
 // run is a tunnel's goroutine: it splices until the tunnel ends, then records
 // the end. s is the settings snapshot the tunnel was opened with.
-func (m *Manager) run(sess *session, camera net.Conn, ws *websocket.Conn, s settings.Settings, log *slog.Logger) {
+func (m *Manager) run(sess *session, camera net.Conn, ws *tunnel.Conn, s settings.Settings, log *slog.Logger) {
 	defer m.wg.Done()
 	toRemote, toCamera := m.Metrics.ByteCounters()
-	res := tunnel.Splice(m.runCtx, camera, ws, tunnel.SpliceOptions{
+	res := tunnel.Splice(m.runCtx, camera, ws.Conn, tunnel.SpliceOptions{
+		Abort:         ws.Abort,
 		PingInterval:  s.PingInterval,
 		PingTimeout:   s.PingTimeout,
 		IdleTimeout:   s.IdleTimeout,

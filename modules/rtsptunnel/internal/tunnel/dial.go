@@ -92,11 +92,23 @@ func RedactURL(rawURL string) string {
 	return r.String()
 }
 
+// Conn is a tunnel's websocket as Dial opened it.
+type Conn struct {
+	*websocket.Conn
+	conns *trackedConns // the network connections under it
+}
+
+// Abort closes the network connection under the websocket at once, with no
+// close handshake and no TLS close_notify: blocked reads and writes fail.
+// Splice uses it (SpliceOptions.Abort) to end a close handshake that a
+// stalled remote holds up.
+func (c *Conn) Abort() { c.conns.closeAll() }
+
 // Dial opens the websocket to endpoint (wss://, or ws:// if the caller allows
 // it) for one tunnel. The returned connection belongs to the caller, who must
 // Close it or hand it to Splice. On failure the error is a *DialError, and no
 // connection is left behind.
-func Dial(ctx context.Context, endpoint string, opts DialOptions) (_ *websocket.Conn, err error) {
+func Dial(ctx context.Context, endpoint string, opts DialOptions) (_ *Conn, err error) {
 	redacted := RedactURL(endpoint)
 	if opts.HandshakeTimeout > 0 {
 		var cancel context.CancelFunc
@@ -114,7 +126,7 @@ func Dial(ctx context.Context, endpoint string, opts DialOptions) (_ *websocket.
 	// net/http finishes a dial (and its TLS handshake) in the background after
 	// the request is cancelled; track the connections so that a failed Dial
 	// closes them at once instead of leaving them for the handshake timeout.
-	var conns trackedConns
+	conns := new(trackedConns)
 	defer func() {
 		if err != nil {
 			conns.closeAll()
@@ -161,7 +173,7 @@ func Dial(ctx context.Context, endpoint string, opts DialOptions) (_ *websocket.
 		}
 		return nil, de
 	}
-	return conn, nil
+	return &Conn{Conn: conn, conns: conns}, nil
 }
 
 // redactError returns err's message with every form of endpoint's secrets (user
@@ -195,7 +207,8 @@ func redactError(err error, endpoint string) string {
 	return msg
 }
 
-// trackedConns records the connections a Dial made.
+// trackedConns records the connections a Dial made (one, with keep-alives
+// off, unless net/http retried).
 type trackedConns struct {
 	mu     sync.Mutex
 	conns  []net.Conn

@@ -118,6 +118,37 @@ func TestDialHeadersAndEcho(t *testing.T) {
 	c.Close(websocket.StatusNormalClosure, "")
 }
 
+// TestDialAbort: Abort fails a read blocked on a remote that sends nothing,
+// at once and without a close handshake.
+func TestDialAbort(t *testing.T) {
+	ctx := testCtx(t, 10*time.Second)
+	rs := newRemoteServer(t, func(w http.ResponseWriter, r *http.Request) {
+		c, err := websocket.Accept(w, r, nil)
+		if err != nil {
+			return
+		}
+		defer c.CloseNow()
+		c.Read(r.Context()) // silent: never writes; returns when the client goes
+	})
+	c, err := Dial(ctx, rs.wss("/tunnel"), DialOptions{Token: secretToken, RootCAs: rs.roots()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.CloseNow()
+	read := make(chan error, 1)
+	go func() { _, _, err := c.Read(context.Background()); read <- err }()
+	time.Sleep(50 * time.Millisecond) // let the read block
+	c.Abort()
+	select {
+	case err := <-read:
+		if err == nil {
+			t.Error("read after Abort succeeded")
+		}
+	case <-time.After(2 * time.Second):
+		t.Fatal("Abort did not end a blocked read")
+	}
+}
+
 func TestDialErrors(t *testing.T) {
 	ctx := testCtx(t, 20*time.Second)
 	refused := func() string { // a port nobody listens on

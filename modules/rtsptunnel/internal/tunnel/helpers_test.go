@@ -44,6 +44,13 @@ func (h pipeHijacker) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 // end of the test.
 func wsPipe(t *testing.T) (client, server *websocket.Conn, raw net.Conn) {
 	t.Helper()
+	client, server, raw, _ = wsPipeConns(t)
+	return client, server, raw
+}
+
+// wsPipeConns is wsPipe that also returns the client's underlying connection.
+func wsPipeConns(t *testing.T) (client, server *websocket.Conn, serverRaw, clientRaw net.Conn) {
+	t.Helper()
 	tr := roundTripFunc(func(r *http.Request) (*http.Response, error) {
 		c1, c2 := net.Pipe()
 		rec := httptest.NewRecorder()
@@ -52,7 +59,7 @@ func wsPipe(t *testing.T) (client, server *websocket.Conn, raw net.Conn) {
 		if err != nil {
 			return nil, err
 		}
-		raw = c2
+		serverRaw, clientRaw = c2, c1
 		resp := rec.Result()
 		resp.Body = c1
 		return resp, nil
@@ -66,7 +73,7 @@ func wsPipe(t *testing.T) (client, server *websocket.Conn, raw net.Conn) {
 		client.CloseNow()
 		server.CloseNow()
 	})
-	return client, server, raw
+	return client, server, serverRaw, clientRaw
 }
 
 // tcpPipe returns two ends of a loopback TCP connection, closed at the end of the test.

@@ -373,6 +373,70 @@ func TestSpliceBackpressure(t *testing.T) {
 	<-writerDone
 }
 
+// TestSpliceAbortStalledRemote: with SpliceOptions.Abort the data path has
+// no cancellable context, so a close handshake held up by a write to a remote
+// that stopped reading must end through Abort, whatever ended the tunnel.
+func TestSpliceAbortStalledRemote(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		end  func(t *testing.T, shutdown context.CancelFunc, server *websocket.Conn)
+		want Reason
+	}{
+		{"shutdown", func(t *testing.T, shutdown context.CancelFunc, _ *websocket.Conn) { shutdown() }, ReasonShutdown},
+		{"text message", func(t *testing.T, _ context.CancelFunc, server *websocket.Conn) {
+			// The remote writes but never reads: the module's reader
+			// takes the message and ends the tunnel, its writer stays stuck.
+			if err := server.Write(t.Context(), websocket.MessageText, []byte("hi")); err != nil {
+				t.Fatal(err)
+			}
+		}, ReasonRemoteError},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ctx := testCtx(t, 20*time.Second)
+			client, server, _, clientRaw := wsPipeConns(t)
+			camera, peer := net.Pipe()
+			spliceCtx, shutdown := context.WithCancel(ctx)
+			defer shutdown()
+			var aborted atomic.Bool
+			done := startSplice(spliceCtx, camera, client, SpliceOptions{
+				CloseTimeout: 200 * time.Millisecond,
+				Abort:        func() { aborted.Store(true); clientRaw.Close() },
+			})
+			var written atomic.Int64
+			go func() {
+				chunk := make([]byte, 16<<10)
+				for {
+					n, err := peer.Write(chunk)
+					written.Add(int64(n))
+					if err != nil {
+						return
+					}
+				}
+			}()
+			for prev := int64(-1); ; { // until the camera's writes stall
+				time.Sleep(50 * time.Millisecond)
+				if cur := written.Load(); cur == prev && cur > 0 {
+					break
+				} else {
+					prev = cur
+				}
+			}
+			start := time.Now()
+			tc.end(t, shutdown, server)
+			res := awaitResult(t, ctx, done)
+			if res.Reason != tc.want {
+				t.Errorf("result = %+v, want reason %s", res, tc.want)
+			}
+			if !aborted.Load() {
+				t.Error("Abort was not called")
+			}
+			if d := time.Since(start); d > 2*time.Second {
+				t.Errorf("stalled tunnel took %v to end", d)
+			}
+		})
+	}
+}
+
 // writeCounter is a camera connection that records the size of every write.
 type writeCounter struct {
 	net.Conn
