@@ -119,26 +119,53 @@ func (e *env) addedLatency(ctx context.Context, res *Results) error {
 		defer conn.Close()
 		paths = append(paths, &path{name: p.name, c: load.NewRTSPClient(conn, "rtsp://"+p.addr+"/stream")})
 	}
-	e.progress("added latency: %d OPTIONS round trips per path", e.opts.RTTSamples)
-	const warmup = 50
-	for i := range warmup + e.opts.RTTSamples {
-		for j := range paths {
-			p := paths[(i+j)%len(paths)]
-			_, total, err := p.c.Options()
-			if err != nil {
-				return fmt.Errorf("%s: %w", p.name, err)
-			}
-			if i >= warmup {
-				p.d = append(p.d, total)
-			}
-			// A pause, as between a player's requests: every request finds
-			// the processes idle rather than spinning.
-			if err := sleep(ctx, time.Millisecond); err != nil {
+	e.progress("added latency: %d rounds of %d OPTIONS round trips per path", e.opts.RTTRounds, e.opts.RTTSamples)
+	r := &AddedLatencyResult{}
+	for round := range e.opts.RTTRounds {
+		if round > 0 {
+			// Apart in time, so that a burst of the machine's other load
+			// is less likely to touch every round.
+			if err := sleep(ctx, 2*time.Second); err != nil {
 				return err
 			}
 		}
+		const warmup = 50 // every round: after the pause the processes are fully idle
+		for _, p := range paths {
+			p.d = p.d[:0]
+		}
+		for i := range warmup + e.opts.RTTSamples {
+			for j := range paths {
+				p := paths[(i+j)%len(paths)]
+				_, total, err := p.c.Options()
+				if err != nil {
+					return fmt.Errorf("%s: %w", p.name, err)
+				}
+				if i >= warmup {
+					p.d = append(p.d, total)
+				}
+				// A pause, as between a player's requests: every request finds
+				// the processes idle rather than spinning.
+				if err := sleep(ctx, time.Millisecond); err != nil {
+					return err
+				}
+			}
+		}
+		rr := AddedLatencyRound{Direct: percentiles(paths[0].d), Tunnel: percentiles(paths[1].d), Chisel: percentiles(paths[2].d), TLSFwd: percentiles(paths[3].d)}
+		e.progress("added latency: round %d: rtsptunnel added p50 %.3f p99 %.3f ms; reference added p50 %.3f p99 %.3f ms",
+			round+1, rr.Tunnel.P50-rr.Direct.P50, rr.Tunnel.P99-rr.Direct.P99, rr.TLSFwd.P50-rr.Direct.P50, rr.TLSFwd.P99-rr.Direct.P99)
+		r.Rounds = append(r.Rounds, rr)
 	}
-	r := &AddedLatencyResult{Direct: percentiles(paths[0].d), Tunnel: percentiles(paths[1].d), Chisel: percentiles(paths[2].d), TLSFwd: percentiles(paths[3].d)}
+	pick := func(f func(AddedLatencyRound) Percentiles) Percentiles {
+		var ps []Percentiles
+		for _, rr := range r.Rounds {
+			ps = append(ps, f(rr))
+		}
+		return medianPercentiles(ps)
+	}
+	r.Direct = pick(func(rr AddedLatencyRound) Percentiles { return rr.Direct })
+	r.Tunnel = pick(func(rr AddedLatencyRound) Percentiles { return rr.Tunnel })
+	r.Chisel = pick(func(rr AddedLatencyRound) Percentiles { return rr.Chisel })
+	r.TLSFwd = pick(func(rr AddedLatencyRound) Percentiles { return rr.TLSFwd })
 	r.TLSFwdP50 = r.TLSFwd.P50 - r.Direct.P50
 	r.TLSFwdP99 = r.TLSFwd.P99 - r.Direct.P99
 	r.AddedP50 = r.Tunnel.P50 - r.Direct.P50

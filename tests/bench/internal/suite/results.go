@@ -155,6 +155,17 @@ type AddedLatencyResult struct {
 	TLSFwd    Percentiles `json:"tlsfwd"`
 	TLSFwdP50 float64     `json:"tlsfwdAddedP50Ms"`
 	TLSFwdP99 float64     `json:"tlsfwdAddedP99Ms"`
+	// Rounds are the rounds' own percentiles; the fields above are their
+	// medians (medianPercentiles).
+	Rounds []AddedLatencyRound `json:"rounds,omitempty"`
+}
+
+// AddedLatencyRound is one round of the added-latency test.
+type AddedLatencyRound struct {
+	Direct Percentiles `json:"direct"`
+	Tunnel Percentiles `json:"rtsptunnel"`
+	Chisel Percentiles `json:"chisel"`
+	TLSFwd Percentiles `json:"tlsfwd"`
 }
 
 // MemoryResult is the memory-per-tunnel test.

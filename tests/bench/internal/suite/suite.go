@@ -58,8 +58,11 @@ type Options struct {
 	// SustainedOpens the number for the opens-per-second figure.
 	Opens          int
 	SustainedOpens int
-	// RTTSamples is the number of OPTIONS round trips per path.
+	// RTTSamples is the number of OPTIONS round trips per path and round.
 	RTTSamples int
+	// RTTRounds is the number of added-latency rounds; each statistic is
+	// reported as its median over the rounds.
+	RTTRounds int
 	// IdleTunnels is the tunnel count of the idle-memory test.
 	IdleTunnels int
 	// Only, when not empty, runs only these tests: throughput, concurrency,
@@ -121,6 +124,7 @@ func (o *Options) Defaults() {
 	defInt(&o.Opens, 500, 50)
 	defInt(&o.SustainedOpens, 1000, 100)
 	defInt(&o.RTTSamples, 2000, 200)
+	defInt(&o.RTTRounds, 3, 1)
 	defInt(&o.IdleTunnels, 1000, 100)
 	if o.Progress == nil {
 		o.Progress = io.Discard
@@ -155,7 +159,7 @@ func Run(ctx context.Context, o Options) (*Results, error) {
 			"rounds": o.Rounds, "tunnels": o.Tunnels, "window": o.Window.String(),
 			"streamBitsPerSecond": o.StreamBps, "chunkBytes": o.Chunk, "fps": o.FPS, "cameraWrites": o.CameraWrites,
 			"packetPacedTunnels": o.PacketPacedTunnels, "defaultProcsStep": o.DefaultProcs, "openConcurrency": o.OpenConcurrency,
-			"opens": o.Opens, "sustainedOpens": o.SustainedOpens, "rttSamples": o.RTTSamples,
+			"opens": o.Opens, "sustainedOpens": o.SustainedOpens, "rttSamples": o.RTTSamples, "rttRounds": o.RTTRounds,
 			"idleTunnels": o.IdleTunnels, "moduleMaxSessions": 1000, "profiled": o.ProfileDir != "",
 			"moduleEnv": o.ModuleEnv, "relayEnv": o.RelayEnv,
 		},
@@ -266,6 +270,21 @@ func percentiles(d []time.Duration) Percentiles {
 		sum += x
 	}
 	return Percentiles{N: len(s), Mean: ms(sum / time.Duration(len(s))), P50: q(0.50), P90: q(0.90), P99: q(0.99), Max: ms(s[len(s)-1])}
+}
+
+// medianPercentiles combines the rounds' percentiles of one path: each
+// statistic's median over the rounds, except N (the sum) and Max (the
+// largest).
+func medianPercentiles(rounds []Percentiles) Percentiles {
+	var out Percentiles
+	var mean, p50, p90, p99 []float64
+	for _, r := range rounds {
+		out.N += r.N
+		out.Max = max(out.Max, r.Max)
+		mean, p50, p90, p99 = append(mean, r.Mean), append(p50, r.P50), append(p90, r.P90), append(p99, r.P99)
+	}
+	out.Mean, out.P50, out.P90, out.P99 = median(mean), median(p50), median(p90), median(p99)
+	return out
 }
 
 func median(x []float64) float64 {
