@@ -48,6 +48,8 @@ func (s *Server) splice(ctx context.Context, sess *session, player, module net.C
 	downDone := make(chan struct{})
 	go func() {
 		defer close(downDone)
+		// A module connection from wsserver copies through its WriteTo,
+		// which holds no buffer while it waits (see poolcopy.go).
 		_, err := io.Copy(toPlayer, module)
 		switch {
 		case err == nil:
@@ -65,7 +67,7 @@ func (s *Server) splice(ctx context.Context, sess *session, player, module net.C
 		_, err = toCamera.Write(buf)
 	}
 	if err == nil && perr == nil {
-		_, err = io.Copy(toCamera, player)
+		_, err = copyFromPlayer(toCamera, player)
 	} else if err == nil {
 		err = perr
 		if errors.Is(err, io.EOF) {

@@ -4,8 +4,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"os"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -13,49 +15,183 @@ import (
 )
 
 // Conn is a module's websocket as a net.Conn, carrying the tunnel's bytes
-// in binary messages. It is websocket.NetConn with these guarantees, each
-// covered by a test:
+// in binary messages. Each guarantee is covered by a test:
 //
 //   - Each Write sends one binary message. Read returns message data as a
 //     byte stream, across message boundaries. A text message is an error.
 //   - Read returns io.EOF after the module closes with 1000 (normal) or 1001
 //     (going away); any other close code or a dropped connection is an error.
+//   - WriteTo copies the stream to a writer without holding a buffer while it
+//     waits for the module's next message (io.Copy uses it).
 //   - Close sends close code 1000 and waits for the module's close frame (up
 //     to five seconds); CloseGoingAway sends 1001 instead.
 //   - The context passed to NewConn bounds the connection: when it is done,
-//     reads and writes fail.
-//   - Deadlines work, but as in websocket.NetConn an expired deadline during
-//     a blocked Read or Write closes the whole websocket; the error then
-//     wraps os.ErrDeadlineExceeded (the net.Conn contract). The relay's core
-//     sets no deadlines on module connections.
+//     the connection is closed underneath and reads and writes fail.
+//   - Deadlines work as in websocket.NetConn: a deadline that expires while
+//     no call is blocked makes the next calls fail; one that expires during
+//     a blocked Read or Write closes the whole connection. Either way the
+//     error wraps os.ErrDeadlineExceeded (the net.Conn contract). The relay's
+//     core sets no deadlines on module connections.
 //
 // Conn is safe for one concurrent reader and one concurrent writer.
+//
+// It replaces websocket.NetConn, which gives every read and write a
+// cancellable context: coder/websocket registers a context.AfterFunc with
+// each, allocations and a map insert and delete per message. Conn passes
+// context.Background() and enforces its context and deadlines by closing the
+// connection instead.
 type Conn struct {
-	net.Conn
-	ws   *websocket.Conn
-	cork *corkConn // the connection under TLS; nil when not served on Listener
+	ws    *websocket.Conn
+	cork  *corkConn   // the connection under TLS; nil when not served on Listener
+	watch func() bool // stops the context watch
 
-	readDeadline  atomic.Pointer[time.Time]
-	writeDeadline atomic.Pointer[time.Time]
+	readMu sync.Mutex
+	reader io.Reader // guarded by readMu: the message being read, or nil
+	eof    bool      // guarded by readMu: the module closed normally
+
+	writeMu sync.Mutex
+
+	rd, wd deadline
 }
 
 // NewConn wraps ws; ctx bounds the connection's lifetime.
 func NewConn(ctx context.Context, ws *websocket.Conn) *Conn {
-	return &Conn{Conn: websocket.NetConn(ctx, ws, websocket.MessageBinary), ws: ws}
+	return newConn(ctx, ws, nil)
 }
 
 // newCorkedConn is NewConn for a websocket served over conn (as hijacked):
-// when conn was accepted by Listener, each Write leaves in one system call.
+// when conn was accepted by Listener, each Write leaves in one system call,
+// and the connection can be aborted without a close handshake.
 func newCorkedConn(ctx context.Context, ws *websocket.Conn, conn net.Conn) *Conn {
-	c := NewConn(ctx, ws)
-	c.cork = findCork(conn)
+	return newConn(ctx, ws, findCork(conn))
+}
+
+func newConn(ctx context.Context, ws *websocket.Conn, cork *corkConn) *Conn {
+	ws.SetReadLimit(-1) // messages are streamed, never buffered whole
+	c := &Conn{ws: ws, cork: cork}
+	c.rd.abort, c.wd.abort = c.abort, c.abort
+	c.watch = context.AfterFunc(ctx, c.abort)
 	return c
 }
 
+// abort closes the connection at once: the network connection under TLS
+// when known (this also ends a close handshake in progress), otherwise the
+// websocket without a handshake.
+func (c *Conn) abort() {
+	if c.cork != nil {
+		c.cork.Conn.Close()
+		return
+	}
+	c.ws.CloseNow()
+}
+
+// errTextMessage is the protocol error of a module that sends text.
+var errTextMessage = errors.New("module sent a text message; the tunnel carries binary messages only")
+
+// next waits for the module's next message. Called with readMu held.
+func (c *Conn) next() error {
+	if c.eof {
+		return io.EOF
+	}
+	typ, r, err := c.ws.Reader(context.Background())
+	if err != nil {
+		switch websocket.CloseStatus(err) {
+		case websocket.StatusNormalClosure, websocket.StatusGoingAway:
+			c.eof = true
+			return io.EOF
+		}
+		return err
+	}
+	if typ != websocket.MessageBinary {
+		c.ws.Close(websocket.StatusUnsupportedData, "binary messages only")
+		return errTextMessage
+	}
+	c.reader = r
+	return nil
+}
+
 // Read implements net.Conn.
-func (c *Conn) Read(p []byte) (int, error) {
-	n, err := c.Conn.Read(p)
-	return n, deadlineErr(err, c.readDeadline.Load())
+func (c *Conn) Read(p []byte) (n int, err error) {
+	c.readMu.Lock()
+	defer c.readMu.Unlock()
+	if err := c.rd.begin(); err != nil {
+		return 0, err
+	}
+	defer func() { err = c.rd.end(err) }()
+	for {
+		if c.reader == nil {
+			if err := c.next(); err != nil {
+				return 0, err
+			}
+		}
+		n, err := c.reader.Read(p)
+		if err == io.EOF { // end of this message, not of the stream
+			c.reader, err = nil, nil
+		}
+		if n > 0 || err != nil || len(p) == 0 {
+			return n, err
+		}
+	}
+}
+
+// bufSize is WriteTo's copy buffer: a module's message (one read of its
+// camera) fits whole.
+const bufSize = 32 << 10
+
+var bufPool = sync.Pool{New: func() any { b := make([]byte, bufSize); return &b }}
+
+// WriteTo copies the module's stream to w until the module closes normally
+// (nil error) or the connection fails. It takes a copy buffer only once a
+// message has arrived, and writes each message to w in one call when it fits
+// the buffer: an idle tunnel holds no buffer.
+func (c *Conn) WriteTo(w io.Writer) (total int64, err error) {
+	c.readMu.Lock()
+	defer c.readMu.Unlock()
+	if err := c.rd.begin(); err != nil {
+		return 0, err
+	}
+	defer func() { err = c.rd.end(err) }()
+	for {
+		if c.reader == nil {
+			if err := c.next(); err != nil {
+				if err == io.EOF {
+					return total, nil
+				}
+				return total, err
+			}
+		}
+		n, err := c.copyMessage(w)
+		total += n
+		if err != nil {
+			return total, err
+		}
+	}
+}
+
+// copyMessage copies the rest of the current message to w, in writes of up
+// to bufSize. Called with readMu held.
+func (c *Conn) copyMessage(w io.Writer) (int64, error) {
+	bp := bufPool.Get().(*[]byte)
+	defer bufPool.Put(bp)
+	var total int64
+	for {
+		n, rerr := io.ReadFull(c.reader, *bp)
+		if n > 0 {
+			m, werr := w.Write((*bp)[:n])
+			total += int64(m)
+			if werr != nil {
+				return total, werr
+			}
+		}
+		switch rerr {
+		case nil:
+		case io.EOF, io.ErrUnexpectedEOF: // the message ended
+			c.reader = nil
+			return total, nil
+		default:
+			return total, rerr
+		}
+	}
 }
 
 // Write implements net.Conn. The message leaves in one write system call
@@ -66,53 +202,145 @@ func (c *Conn) Read(p []byte) (int, error) {
 // close_notify, which gives up after 5 s; without corking, tls closes at once.
 // The relay ends such sessions through Close anyway, which itself waits up to
 // 5 s for the module's close frame.
-func (c *Conn) Write(p []byte) (int, error) {
-	if c.cork == nil {
-		n, err := c.Conn.Write(p)
-		return n, deadlineErr(err, c.writeDeadline.Load())
+func (c *Conn) Write(p []byte) (n int, err error) {
+	c.writeMu.Lock()
+	defer c.writeMu.Unlock()
+	if err := c.wd.begin(); err != nil {
+		return 0, err
 	}
-	c.cork.cork()
-	n, err := c.Conn.Write(p)
-	if uerr := c.cork.uncork(); uerr != nil && err == nil {
-		n, err = 0, uerr
+	defer func() { err = c.wd.end(err) }()
+	if c.cork != nil {
+		c.cork.cork()
 	}
-	return n, deadlineErr(err, c.writeDeadline.Load())
+	err = c.ws.Write(context.Background(), websocket.MessageBinary, p)
+	if c.cork != nil {
+		if uerr := c.cork.uncork(); uerr != nil && err == nil {
+			err = uerr
+		}
+	}
+	if err != nil {
+		return 0, err
+	}
+	return len(p), nil
 }
 
-// SetDeadline implements net.Conn.
-func (c *Conn) SetDeadline(t time.Time) error {
-	c.readDeadline.Store(&t)
-	c.writeDeadline.Store(&t)
-	return c.Conn.SetDeadline(t)
-}
-
-// SetReadDeadline implements net.Conn.
-func (c *Conn) SetReadDeadline(t time.Time) error {
-	c.readDeadline.Store(&t)
-	return c.Conn.SetReadDeadline(t)
-}
-
-// SetWriteDeadline implements net.Conn.
-func (c *Conn) SetWriteDeadline(t time.Time) error {
-	c.writeDeadline.Store(&t)
-	return c.Conn.SetWriteDeadline(t)
+// Close sends close code 1000 and waits for the module's answer.
+func (c *Conn) Close() error {
+	c.stop()
+	return c.ws.Close(websocket.StatusNormalClosure, "")
 }
 
 // CloseGoingAway closes with code 1001: the relay is shutting down.
 func (c *Conn) CloseGoingAway() error {
+	c.stop()
 	return c.ws.Close(websocket.StatusGoingAway, "relay shutting down")
 }
 
-// deadlineErr makes an error caused by an expired deadline wrap
-// os.ErrDeadlineExceeded. websocket.NetConn reports it as
-// context.DeadlineExceeded, or as context.Canceled when the deadline
-// interrupted a blocked call, so the deadline itself is checked.
-func deadlineErr(err error, deadline *time.Time) error {
-	if err == nil || errors.Is(err, os.ErrDeadlineExceeded) {
-		return err
+func (c *Conn) stop() {
+	c.watch()
+	c.rd.set(time.Time{})
+	c.wd.set(time.Time{})
+}
+
+// LocalAddr implements net.Conn: the address of the connection under TLS.
+func (c *Conn) LocalAddr() net.Addr {
+	if c.cork != nil {
+		return c.cork.LocalAddr()
 	}
-	expired := deadline != nil && !deadline.IsZero() && !time.Now().Before(*deadline)
-	if expired || errors.Is(err, context.DeadlineExceeded) {
+	return wsAddr{}
+}
+
+// RemoteAddr implements net.Conn: the module's address.
+func (c *Conn) RemoteAddr() net.Addr {
+	if c.cork != nil {
+		return c.cork.RemoteAddr()
+	}
+	return wsAddr{}
+}
+
+type wsAddr struct{}
+
+func (wsAddr) Network() string { return "websocket" }
+func (wsAddr) String() string  { return "websocket/unknown-addr" }
+
+// SetDeadline implements net.Conn.
+func (c *Conn) SetDeadline(t time.Time) error {
+	c.rd.set(t)
+	c.wd.set(t)
+	return nil
+}
+
+// SetReadDeadline implements net.Conn.
+func (c *Conn) SetReadDeadline(t time.Time) error { c.rd.set(t); return nil }
+
+// SetWriteDeadline implements net.Conn.
+func (c *Conn) SetWriteDeadline(t time.Time) error { c.wd.set(t); return nil }
+
+// deadline is one direction's deadline. When it expires during a call, it
+// aborts the connection; otherwise the next calls fail.
+//
+// begin marks a call active and then checks expired; the timer marks expired
+// and then checks active. The atomics order those steps, so a deadline that
+// expires as a call begins is seen by one of the two.
+type deadline struct {
+	abort func() // static
+
+	active  atomic.Bool
+	expired atomic.Bool
+
+	mu    sync.Mutex
+	gen   uint64      // guarded by mu: bumped by set, so an old timer does nothing
+	timer *time.Timer // guarded by mu
+}
+
+func (d *deadline) set(t time.Time) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.gen++
+	if d.timer != nil {
+		d.timer.Stop()
+		d.timer = nil
+	}
+	d.expired.Store(false)
+	if t.IsZero() {
+		return
+	}
+	if time.Until(t) <= 0 {
+		d.expired.Store(true)
+		if d.active.Load() {
+			go d.abort() // not under mu: closing may wait
+		}
+		return
+	}
+	gen := d.gen
+	d.timer = time.AfterFunc(time.Until(t), func() {
+		d.mu.Lock()
+		current := d.gen == gen
+		if current {
+			d.expired.Store(true)
+		}
+		d.mu.Unlock()
+		if current && d.active.Load() {
+			d.abort() // outside mu: closing may wait
+		}
+	})
+}
+
+// begin starts a call; it fails when the deadline has passed.
+func (d *deadline) begin() error {
+	d.active.Store(true)
+	if d.expired.Load() {
+		d.active.Store(false)
+		return fmt.Errorf("websocket: %w", os.ErrDeadlineExceeded)
+	}
+	return nil
+}
+
+// end finishes a call and returns its error, wrapping os.ErrDeadlineExceeded
+// when the deadline expired during it.
+func (d *deadline) end(err error) error {
+	d.active.Store(false)
+	if err != nil && d.expired.Load() && !errors.Is(err, os.ErrDeadlineExceeded) {
 		return fmt.Errorf("%w: %w", os.ErrDeadlineExceeded, err)
 	}
 	return err

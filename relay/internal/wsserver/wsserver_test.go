@@ -52,7 +52,9 @@ func serve(t *testing.T, prefix string, accept func(string, string, func() (net.
 	t.Helper()
 	logs := &syncBuffer{}
 	h := &Handler{Acceptor: fakeAcceptor{accept}, Prefix: prefix, Logger: slog.New(slog.NewJSONHandler(logs, nil))}
-	srv := httptest.NewServer(h)
+	srv := httptest.NewUnstartedServer(h)
+	srv.Listener = Listener(srv.Listener) // as the relay serves
+	srv.Start()
 	t.Cleanup(srv.Close)
 	return "ws" + strings.TrimPrefix(srv.URL, "http"), logs
 }
@@ -209,6 +211,37 @@ func TestConnStream(t *testing.T) {
 	}
 }
 
+// TestConnWriteTo: io.Copy from a Conn takes its WriteTo, which delivers the
+// stream intact, ends without error at the module's normal close, and fails
+// on a text message.
+func TestConnWriteTo(t *testing.T) {
+	ctx := testCtx(t)
+	c, ws := pair(t)
+	msgs := [][]byte{[]byte("ab"), bytes.Repeat([]byte("x"), bufSize), bytes.Repeat([]byte("y"), 3*bufSize+5), []byte("z")}
+	go func() {
+		for _, m := range msgs {
+			ws.Write(ctx, websocket.MessageBinary, m)
+		}
+		ws.Close(websocket.StatusNormalClosure, "")
+	}()
+	var got bytes.Buffer
+	n, err := io.Copy(&got, c)
+	if want := bytes.Join(msgs, nil); err != nil || n != int64(len(want)) || !bytes.Equal(got.Bytes(), want) {
+		t.Fatalf("io.Copy = %d, %v; stream intact: %v", n, err, bytes.Equal(got.Bytes(), want))
+	}
+
+	c, ws = pair(t)
+	go func() {
+		ws.Write(ctx, websocket.MessageBinary, []byte("ok"))
+		ws.Write(ctx, websocket.MessageText, []byte("text"))
+		ws.Read(ctx) // answer the relay's close frame
+	}()
+	got.Reset()
+	if _, err := io.Copy(&got, c); !errors.Is(err, errTextMessage) || got.String() != "ok" {
+		t.Fatalf("io.Copy with a text message = %q, %v", got.String(), err)
+	}
+}
+
 func TestConnEOF(t *testing.T) {
 	tests := []struct {
 		code    websocket.StatusCode
@@ -252,11 +285,28 @@ func TestConnCloseCodes(t *testing.T) {
 }
 
 func TestConnDeadline(t *testing.T) {
-	c, _ := pair(t)
-	c.SetReadDeadline(time.Now().Add(50 * time.Millisecond))
-	_, err := c.Read(make([]byte, 10))
-	if !errors.Is(err, os.ErrDeadlineExceeded) {
+	ctx := testCtx(t)
+	// Expired before the call: the call fails, the connection lives on.
+	c, ws := pair(t)
+	c.SetReadDeadline(time.Now().Add(-time.Second))
+	if _, err := c.Read(make([]byte, 10)); !errors.Is(err, os.ErrDeadlineExceeded) {
 		t.Fatalf("Read past deadline: %v, want os.ErrDeadlineExceeded", err)
+	}
+	c.SetReadDeadline(time.Time{})
+	if _, err := c.Write([]byte("still open")); err != nil {
+		t.Fatalf("Write after an expired read deadline: %v", err)
+	}
+	if _, msg, err := ws.Read(ctx); err != nil || string(msg) != "still open" {
+		t.Fatalf("module read %q, %v", msg, err)
+	}
+	// Expiring during a blocked Read: the Read fails and the connection closes.
+	c, ws = pair(t)
+	c.SetReadDeadline(time.Now().Add(50 * time.Millisecond))
+	if _, err := c.Read(make([]byte, 10)); !errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Fatalf("Read past deadline: %v, want os.ErrDeadlineExceeded", err)
+	}
+	if _, _, err := ws.Read(ctx); err == nil {
+		t.Fatal("connection still open after a deadline expired during a Read")
 	}
 }
 
