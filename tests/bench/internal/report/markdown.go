@@ -386,8 +386,7 @@ func rttSection(b *strings.Builder, r *suite.Results) {
 	p("the same processes with TLS and nothing else, which puts rtsptunnel's own share in perspective.")
 	p("Measured with `perf stat` on both during this test, the two make the same system calls per round")
 	p("trip (4 writes, 8 reads, 8 `epoll_pwait` for the pair); rtsptunnel's extra time is user-space work that runs")
-	p("in cold caches after each idle millisecond: websocket framing and masking, the relay's")
-	p("`websocket.NetConn` timers, byte counters.")
+	p("in cold caches after each idle millisecond: websocket framing and masking, locks, byte counters.")
 	p("")
 }
 
@@ -546,8 +545,8 @@ func methodSection(b *strings.Builder, r *suite.Results) {
 		p("  rounds of the same build (section 4). The reference tunnel, which only forwards, adds %s ms at", ms(a.TLSFwdP50))
 		p("  the median and %s ms at p99: the goal is at the edge of what this path's shape allows here, and", ms(a.TLSFwdP99))
 		p("  rtsptunnel's share above that (%s ms at the median) is the user-space work of the websocket", ms(a.AddedP50-a.TLSFwdP50))
-		p("  layer. What would move it: fewer layers in the relay (its own framing instead of")
-		p("  `websocket.NetConn`), or a relay on its own machine, as in production.")
+		p("  layer. What would move it: a relay on its own machine, as in production, or a leaner websocket")
+		p("  layer than coder/websocket's general one (frame parsing of our own on the data path).")
 	}
 	p("- **The relay's memory per active tunnel** (not a target): its largest share is crypto/tls's")
 	p("  record buffer for the module's connection, which grows to about 40 KiB under a stream and stays")
