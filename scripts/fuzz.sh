@@ -16,12 +16,13 @@ cd "$(dirname "$0")/.."
 export GOFLAGS="${GOFLAGS:--buildvcs=false}"
 FUZZTIME="${FUZZTIME:-10s}"
 
-dirs=$(go list -m -f '{{.Dir}}' | sed "s|^$PWD/||")
+# Every package of every module (each module's ./... stops at nested modules,
+# so the root module, which holds the others' folders, lists only its own).
+dirs=$(for m in $(go list -m -f '{{.Dir}}'); do (cd "$m" && go list -f '{{.Dir}}' ./...); done | sed "s|^$PWD/||")
 # "dir FuzzName" per target, in a stable order.
-# shellcheck disable=SC2086
-targets=$(grep -rHo --include='*_test.go' '^func Fuzz[A-Za-z0-9_]*(f \*testing\.F)' $dirs \
-	| grep -v '/node_modules/' \
-	| sed -E 's|^(.*)/[^/]+_test\.go:func (Fuzz[A-Za-z0-9_]*)\(.*$|\1 \2|' | sort -u)
+targets=$(for d in $dirs; do
+	grep -Ho '^func Fuzz[A-Za-z0-9_]*(f \*testing\.F)' "$d"/*_test.go 2>/dev/null || true
+done | sed -E 's|^(.*)/[^/]+_test\.go:func (Fuzz[A-Za-z0-9_]*)\(.*$|\1 \2|' | sort -u)
 if [ -z "$targets" ]; then
 	echo "fuzz.sh: no fuzz targets found" >&2
 	exit 1

@@ -39,7 +39,7 @@ if [ ! -f "$envfile" ] && [ -z "${CONTAINER_REGISTRY_SERVER:-}" ]; then
 fi
 command -v go >/dev/null 2>&1 || { echo "gen-deployment.sh: needs Go (https://go.dev/dl/)" >&2; exit 1; }
 
-# edgetool is one stdlib-only file outside the workspace modules: build it as a file.
+# edgetool is the stdlib-only root module: build it as a file, without the workspace.
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 GOWORK=off GOFLAGS=-buildvcs=false go build -o "$tmp/edgetool" scripts/edgetool/main.go

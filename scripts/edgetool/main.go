@@ -2,7 +2,7 @@
 // deployment templates and .env) the way the Azure IoT Edge tools do, for
 // scripts/build-images.sh and scripts/gen-deployment.sh. It uses only the
 // standard library and runs with `go run scripts/edgetool/main.go` from the
-// repository root, outside the Go workspace.
+// repository root (GOWORK=off: the root module, whose only package it is).
 //
 //	edgetool images   [-env .env] [-platform p]...
 //	    one line per image to build: platform, Dockerfile, build context,

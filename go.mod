@@ -1,0 +1,3 @@
+module github.com/rtsptunnel/rtsptunnel
+
+go 1.26.0
