@@ -17,8 +17,7 @@ import (
 func (m *Manager) run(sess *session, camera net.Conn, ws *tunnel.Conn, s settings.Settings, log *slog.Logger) {
 	defer m.wg.Done()
 	toRemote, toCamera := m.Metrics.ByteCounters()
-	res := tunnel.Splice(m.runCtx, camera, ws.Conn, tunnel.SpliceOptions{
-		Abort:         ws.Abort,
+	res := tunnel.Splice(m.runCtx, camera, ws, tunnel.SpliceOptions{
 		PingInterval:  s.PingInterval,
 		PingTimeout:   s.PingTimeout,
 		IdleTimeout:   s.IdleTimeout,

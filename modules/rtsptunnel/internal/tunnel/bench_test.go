@@ -72,7 +72,7 @@ func benchmarkSplice(b *testing.B, useTLS bool) {
 	}
 	camera, peer := tcpPipe(b)
 	done := make(chan Result, 1)
-	go func() { done <- Splice(context.Background(), camera, ws.Conn, SpliceOptions{Abort: ws.Abort}) }()
+	go func() { done <- Splice(context.Background(), camera, ws, SpliceOptions{}) }()
 
 	payload := make([]byte, chunk)
 	b.SetBytes(chunk)

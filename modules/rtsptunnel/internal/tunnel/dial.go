@@ -100,8 +100,7 @@ type Conn struct {
 
 // Abort closes the network connection under the websocket at once, with no
 // close handshake and no TLS close_notify: blocked reads and writes fail.
-// Splice uses it (SpliceOptions.Abort) to end a close handshake that a
-// stalled remote holds up.
+// Splice uses it to end a close handshake that a stalled remote holds up.
 func (c *Conn) Abort() { c.conns.closeAll() }
 
 // Dial opens the websocket to endpoint (wss://, or ws:// if the caller allows

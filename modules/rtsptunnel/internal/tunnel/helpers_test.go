@@ -39,16 +39,22 @@ func (h pipeHijacker) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 }
 
 // wsPipe returns an in-memory websocket pair over net.Pipe (no buffering at all,
-// so backpressure is immediate): client is the module's side, server the
-// remote's; raw is the server's underlying connection. Both are closed at the
-// end of the test.
-func wsPipe(t *testing.T) (client, server *websocket.Conn, raw net.Conn) {
+// so backpressure is immediate): client is the module's side (its Abort
+// closes its pipe end), server the remote's; raw is the server's underlying
+// connection. Both are closed at the end of the test.
+func wsPipe(t *testing.T) (client *Conn, server *websocket.Conn, raw net.Conn) {
 	t.Helper()
-	client, server, raw, _ = wsPipeConns(t)
-	return client, server, raw
+	ws, server, raw, clientRaw := wsPipeConns(t)
+	return pipeConn(ws, clientRaw), server, raw
 }
 
-// wsPipeConns is wsPipe that also returns the client's underlying connection.
+// pipeConn is ws as Dial would return it, with raw as its network connection.
+func pipeConn(ws *websocket.Conn, raw net.Conn) *Conn {
+	return &Conn{Conn: ws, conns: &trackedConns{conns: []net.Conn{raw}}}
+}
+
+// wsPipeConns is wsPipe with the client's websocket and underlying connection
+// apart.
 func wsPipeConns(t *testing.T) (client, server *websocket.Conn, serverRaw, clientRaw net.Conn) {
 	t.Helper()
 	tr := roundTripFunc(func(r *http.Request) (*http.Response, error) {
@@ -105,7 +111,7 @@ func tcpPipe(t testing.TB) (a, b *net.TCPConn) {
 }
 
 // spliceResult runs Splice in a goroutine and returns a channel with its result.
-func startSplice(ctx context.Context, camera net.Conn, ws *websocket.Conn, opts SpliceOptions) <-chan Result {
+func startSplice(ctx context.Context, camera net.Conn, ws *Conn, opts SpliceOptions) <-chan Result {
 	done := make(chan Result, 1)
 	go func() { done <- Splice(ctx, camera, ws, opts) }()
 	return done

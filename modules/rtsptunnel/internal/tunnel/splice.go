@@ -64,14 +64,6 @@ type SpliceOptions struct {
 	// CloseTimeout is how long the close handshake may wait for blocked
 	// reads and writes before they are aborted; see Splice. Zero means 3s.
 	CloseTimeout time.Duration
-	// Abort, when set, closes the network connection under ws at once
-	// (Conn.Abort). Splice then aborts a close handshake that outlasts
-	// CloseTimeout with it, and gives the websocket's reads and writes no
-	// cancellable context: coder/websocket registers a cancellation with
-	// each read and write that has one, which cost about 4% of the module's
-	// CPU at 1000 streams. Without Abort, reads and writes carry a context
-	// that is cancelled instead.
-	Abort func()
 
 	// Stats, when set, is updated as bytes are delivered.
 	Stats *Stats
@@ -115,11 +107,14 @@ var errTextMessage = errors.New("remote sent a text message; the tunnel carries 
 // backpressure.
 //
 // The close handshake is bounded: reads and writes still blocked after
-// opts.CloseTimeout are aborted. With opts.Abort that closes the connection
-// at once; without it, cancelling their context does so while the websocket
-// reader runs (the usual case), and a peer that never answers the close
-// frame is otherwise given up on by coder/websocket after 5 s.
-func Splice(ctx context.Context, camera net.Conn, ws *websocket.Conn, opts SpliceOptions) Result {
+// opts.CloseTimeout are aborted with ws.Abort, which closes the connection
+// at once.
+//
+// The websocket's reads and writes get no cancellable context: coder/websocket
+// registers a cancellation (context.AfterFunc) with each read and write whose
+// context has one, which cost about 4% of the module's CPU at 1000 streams.
+// ws.Abort is the only way they are interrupted.
+func Splice(ctx context.Context, camera net.Conn, ws *Conn, opts SpliceOptions) Result {
 	s := &splice{camera: camera, ws: ws, opts: opts, start: time.Now()}
 	if s.opts.Stats == nil {
 		s.opts.Stats = new(Stats)
@@ -132,24 +127,16 @@ func Splice(ctx context.Context, camera net.Conn, ws *websocket.Conn, opts Splic
 	}
 	ws.SetReadLimit(-1) // messages are streamed, never buffered whole
 
-	// dataCtx bounds the data-path reads and writes. It is not derived from
-	// ctx: on shutdown the tunnel closes gracefully first, and cancels dataCtx
-	// only to force a close that did not complete in time.
-	dataCtx, cancelData := context.WithCancel(context.Background())
-	defer cancelData()
-	pingCtx, stopPing := context.WithCancel(dataCtx)
+	// Not derived from ctx: on shutdown the tunnel closes gracefully.
+	pingCtx, stopPing := context.WithCancel(context.Background())
 	defer stopPing()
 
 	// Each goroutine sends at most one event; the buffer lets all of them
 	// finish without a receiver.
-	ioCtx := dataCtx
-	if s.opts.Abort != nil {
-		ioCtx = context.Background() // never cancelled: close aborts with opts.Abort
-	}
 	events := make(chan event, 3)
 	var wg sync.WaitGroup
-	wg.Go(func() { events <- s.cameraToRemote(ioCtx) })
-	wg.Go(func() { events <- s.remoteToCamera(ioCtx) })
+	wg.Go(func() { events <- s.cameraToRemote() })
+	wg.Go(func() { events <- s.remoteToCamera() })
 	if s.opts.PingInterval > 0 {
 		wg.Go(func() {
 			if ev, dead := s.pingLoop(pingCtx); dead {
@@ -160,7 +147,7 @@ func Splice(ctx context.Context, camera net.Conn, ws *websocket.Conn, opts Splic
 
 	first := s.wait(ctx, events)
 	stopPing()
-	res := s.close(first, cancelData)
+	res := s.close(first)
 	wg.Wait()
 	res.ToRemote = s.opts.Stats.ToRemote()
 	res.ToCamera = s.opts.Stats.ToCamera()
@@ -172,7 +159,7 @@ func Splice(ctx context.Context, camera net.Conn, ws *websocket.Conn, opts Splic
 // construction except lastActive, which both copy goroutines update.
 type splice struct {
 	camera     net.Conn
-	ws         *websocket.Conn
+	ws         *Conn
 	opts       SpliceOptions
 	start      time.Time
 	lastActive atomic.Int64 // nanoseconds since start of the last byte moved
@@ -222,13 +209,13 @@ func (s *splice) wait(ctx context.Context, events <-chan event) event {
 }
 
 // cameraToRemote is the only reader of camera and the only data writer of ws.
-func (s *splice) cameraToRemote(ctx context.Context) event {
+func (s *splice) cameraToRemote() event {
 	read := poolReader(s.camera)
 	for {
 		bp, n, err := read()
 		if n > 0 {
 			s.touch()
-			werr := s.ws.Write(ctx, websocket.MessageBinary, (*bp)[:n])
+			werr := s.ws.Write(context.Background(), websocket.MessageBinary, (*bp)[:n])
 			if werr != nil {
 				bufPool.Put(bp)
 				return remoteEvent(fmt.Errorf("failed to write to websocket: %w", werr))
@@ -252,9 +239,9 @@ func (s *splice) cameraToRemote(ctx context.Context) event {
 
 // remoteToCamera is the only reader of ws and the only writer of camera. It
 // holds a copy buffer only while a message is being copied.
-func (s *splice) remoteToCamera(ctx context.Context) event {
+func (s *splice) remoteToCamera() event {
 	for {
-		typ, r, err := s.ws.Reader(ctx)
+		typ, r, err := s.ws.Reader(context.Background())
 		if err != nil {
 			return remoteEvent(fmt.Errorf("failed to read from websocket: %w", err))
 		}
@@ -348,7 +335,7 @@ func (s *splice) pingLoop(ctx context.Context) (ev event, dead bool) {
 }
 
 // close ends both connections after first and returns the result without byte counts.
-func (s *splice) close(first event, cancelData context.CancelFunc) Result {
+func (s *splice) close(first event) Result {
 	res := Result{Reason: first.reason, Err: first.err, CloseCode: -1}
 	// Closing the camera first unblocks a copy goroutine stuck writing to it,
 	// so that the websocket's reader is free to take the close handshake.
@@ -377,7 +364,7 @@ func (s *splice) close(first event, cancelData context.CancelFunc) Result {
 		code, text = websocket.StatusGoingAway, "module shutting down"
 	}
 	if code == 0 {
-		cancelData()
+		s.ws.Abort()
 		_ = s.ws.CloseNow()
 		return res
 	}
@@ -392,12 +379,9 @@ func (s *splice) close(first event, cancelData context.CancelFunc) Result {
 	select {
 	case <-done:
 	case <-t.C:
-		// A blocked data write or read holds the connection: aborting it,
-		// or cancelling dataCtx, closes it underneath, which also ends Close.
-		cancelData()
-		if s.opts.Abort != nil {
-			s.opts.Abort()
-		}
+		// A blocked data write or read holds the connection: aborting it
+		// closes it underneath, which also ends Close.
+		s.ws.Abort()
 		<-done
 	}
 	return res

@@ -373,9 +373,9 @@ func TestSpliceBackpressure(t *testing.T) {
 	<-writerDone
 }
 
-// TestSpliceAbortStalledRemote: with SpliceOptions.Abort the data path has
-// no cancellable context, so a close handshake held up by a write to a remote
-// that stopped reading must end through Abort, whatever ended the tunnel.
+// TestSpliceAbortStalledRemote: the data path has no cancellable context, so
+// a close handshake held up by a write to a remote that stopped reading must
+// end through Conn.Abort, whatever ended the tunnel.
 func TestSpliceAbortStalledRemote(t *testing.T) {
 	for _, tc := range []struct {
 		name string
@@ -393,15 +393,13 @@ func TestSpliceAbortStalledRemote(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			ctx := testCtx(t, 20*time.Second)
-			client, server, _, clientRaw := wsPipeConns(t)
+			ws, server, _, clientRaw := wsPipeConns(t)
+			var aborted atomic.Bool
+			client := pipeConn(ws, closeSpy{clientRaw, &aborted})
 			camera, peer := net.Pipe()
 			spliceCtx, shutdown := context.WithCancel(ctx)
 			defer shutdown()
-			var aborted atomic.Bool
-			done := startSplice(spliceCtx, camera, client, SpliceOptions{
-				CloseTimeout: 200 * time.Millisecond,
-				Abort:        func() { aborted.Store(true); clientRaw.Close() },
-			})
+			done := startSplice(spliceCtx, camera, client, SpliceOptions{CloseTimeout: 200 * time.Millisecond})
 			var written atomic.Int64
 			go func() {
 				chunk := make([]byte, 16<<10)
@@ -436,6 +434,14 @@ func TestSpliceAbortStalledRemote(t *testing.T) {
 		})
 	}
 }
+
+// closeSpy is a connection that records that it was closed.
+type closeSpy struct {
+	net.Conn
+	closed *atomic.Bool
+}
+
+func (c closeSpy) Close() error { c.closed.Store(true); return c.Conn.Close() }
 
 // writeCounter is a camera connection that records the size of every write.
 type writeCounter struct {
