@@ -88,8 +88,12 @@ func (c *Conn) abort() {
 // errTextMessage is the protocol error of a module that sends text.
 var errTextMessage = errors.New("module sent a text message; the tunnel carries binary messages only")
 
-// next waits for the module's next message. Called with readMu held.
-func (c *Conn) next() error {
+// message makes c.reader the message being read, waiting for the module's
+// next one when none is. Called with readMu held.
+func (c *Conn) message() error {
+	if c.reader != nil {
+		return nil
+	}
 	if c.eof {
 		return io.EOF
 	}
@@ -119,10 +123,8 @@ func (c *Conn) Read(p []byte) (n int, err error) {
 	}
 	defer func() { err = c.rd.end(err) }()
 	for {
-		if c.reader == nil {
-			if err := c.next(); err != nil {
-				return 0, err
-			}
+		if err := c.message(); err != nil {
+			return 0, err
 		}
 		n, err := c.reader.Read(p)
 		if err == io.EOF { // end of this message, not of the stream
@@ -152,13 +154,10 @@ func (c *Conn) WriteTo(w io.Writer) (total int64, err error) {
 	}
 	defer func() { err = c.rd.end(err) }()
 	for {
-		if c.reader == nil {
-			if err := c.next(); err != nil {
-				if err == io.EOF {
-					return total, nil
-				}
-				return total, err
-			}
+		if err := c.message(); err == io.EOF {
+			return total, nil
+		} else if err != nil {
+			return total, err
 		}
 		n, err := c.copyMessage(w)
 		total += n

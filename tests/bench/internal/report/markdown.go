@@ -486,7 +486,7 @@ func methodSection(b *strings.Builder, r *suite.Results) {
 	p("  crypto/tls returns one record (16 KiB at most) per read, and the module wrote each to the camera:")
 	p("  a 16 KiB loopback write costs about 1.6 times the CPU per byte of a 32 KiB one. The module now")
 	p("  fills its buffer until the message ends (a sender writes messages whole) and then writes once.")
-	p("- **No cancellable context on the data path** (`SpliceOptions.Abort`, `Conn.Abort` in")
+	p("- **No cancellable context on the data path** (`Conn.Abort` in")
 	p("  `internal/tunnel`). coder/websocket registers a `context.AfterFunc` with every read and write")
 	p("  whose context can be cancelled: two allocations and a map insert and delete per message, 4%%")
 	p("  of the module's CPU at 1000 tunnels. The data path now passes `context.Background()`, and a")

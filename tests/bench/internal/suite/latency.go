@@ -106,9 +106,10 @@ func (e *env) addedLatency(ctx context.Context, res *Results) error {
 		return err
 	}
 	type path struct {
-		name string
-		c    *load.RTSPClient
-		d    []time.Duration
+		name   string
+		c      *load.RTSPClient
+		d      []time.Duration // this round's samples
+		rounds []Percentiles
 	}
 	var paths []*path
 	for _, p := range []struct{ name, addr string }{{"direct", e.sim.ListenAddr()}, {"rtsptunnel", e.relaySim}, {"chisel", e.chiselSim}, {"tlsfwd", e.tlsfwdSim}} {
@@ -150,22 +151,16 @@ func (e *env) addedLatency(ctx context.Context, res *Results) error {
 				}
 			}
 		}
-		rr := AddedLatencyRound{Direct: percentiles(paths[0].d), Tunnel: percentiles(paths[1].d), Chisel: percentiles(paths[2].d), TLSFwd: percentiles(paths[3].d)}
+		for _, p := range paths {
+			p.rounds = append(p.rounds, percentiles(p.d))
+		}
+		rr := AddedLatencyRound{Direct: paths[0].rounds[round], Tunnel: paths[1].rounds[round], Chisel: paths[2].rounds[round], TLSFwd: paths[3].rounds[round]}
 		e.progress("added latency: round %d: rtsptunnel added p50 %.3f p99 %.3f ms; reference added p50 %.3f p99 %.3f ms",
 			round+1, rr.Tunnel.P50-rr.Direct.P50, rr.Tunnel.P99-rr.Direct.P99, rr.TLSFwd.P50-rr.Direct.P50, rr.TLSFwd.P99-rr.Direct.P99)
 		r.Rounds = append(r.Rounds, rr)
 	}
-	pick := func(f func(AddedLatencyRound) Percentiles) Percentiles {
-		var ps []Percentiles
-		for _, rr := range r.Rounds {
-			ps = append(ps, f(rr))
-		}
-		return medianPercentiles(ps)
-	}
-	r.Direct = pick(func(rr AddedLatencyRound) Percentiles { return rr.Direct })
-	r.Tunnel = pick(func(rr AddedLatencyRound) Percentiles { return rr.Tunnel })
-	r.Chisel = pick(func(rr AddedLatencyRound) Percentiles { return rr.Chisel })
-	r.TLSFwd = pick(func(rr AddedLatencyRound) Percentiles { return rr.TLSFwd })
+	r.Direct, r.Tunnel = medianPercentiles(paths[0].rounds), medianPercentiles(paths[1].rounds)
+	r.Chisel, r.TLSFwd = medianPercentiles(paths[2].rounds), medianPercentiles(paths[3].rounds)
 	r.TLSFwdP50 = r.TLSFwd.P50 - r.Direct.P50
 	r.TLSFwdP99 = r.TLSFwd.P99 - r.Direct.P99
 	r.AddedP50 = r.Tunnel.P50 - r.Direct.P50
