@@ -29,21 +29,36 @@ if [ -z "$targets" ]; then
 fi
 
 ran=0
+flaked=0
 start=$SECONDS
 while read -r dir name; do
 	if [ $# -gt 0 ] && [[ " $* " != *" $name "* ]]; then
 		continue
 	fi
 	echo "==> fuzz $name ($dir, $FUZZTIME)"
-	if ! go test -run '^$' -fuzz "^${name}\$" -fuzztime "$FUZZTIME" "./$dir"; then
-		echo "fuzz.sh: $name failed; the input is in $dir/testdata/fuzz/$name/." >&2
-		echo "Reproduce with: go test -run '^$name\$' ./$dir" >&2
-		exit 1
+	log=$(mktemp)
+	if ! go test -run '^$' -fuzz "^${name}\$" -fuzztime "$FUZZTIME" "./$dir" 2>&1 | tee "$log"; then
+		# go1.26's fuzz coordinator can report a bare "context deadline
+		# exceeded" as the fuzz time ends, with no input at fault
+		# (golang/go#75804, fixed in Go 1.27). A real finding always writes
+		# its input ("Failing input written to"); without one, and with the
+		# seed corpus passing, the run counts as clean.
+		if grep -q 'context deadline exceeded' "$log" && ! grep -q 'Failing input written to' "$log" &&
+			go test -count=1 -run "^${name}\$" "./$dir" >/dev/null; then
+			echo "fuzz.sh: $name: Go's end-of-fuzztime race (golang/go#75804), no failing input; corpus passes"
+			flaked=$((flaked + 1))
+		else
+			echo "fuzz.sh: $name failed; the input is in $dir/testdata/fuzz/$name/." >&2
+			echo "Reproduce with: go test -run '^$name\$' ./$dir" >&2
+			rm -f "$log"
+			exit 1
+		fi
 	fi
+	rm -f "$log"
 	ran=$((ran + 1))
 done <<<"$targets"
 if [ "$ran" -eq 0 ]; then
 	echo "fuzz.sh: no target matches: $*" >&2
 	exit 1
 fi
-echo "fuzz.sh: $ran targets fuzzed for $FUZZTIME each in $((SECONDS - start)) s, no failure"
+echo "fuzz.sh: $ran targets fuzzed for $FUZZTIME each in $((SECONDS - start)) s, no failure ($flaked ended by Go's deadline race)"
