@@ -19,12 +19,16 @@ func FuzzDecode(f *testing.F) {
 	} {
 		f.Add([]byte(seed))
 	}
-	f.Fuzz(func(t *testing.T, data []byte) {
+	check := func(data []byte) error {
 		cfg := Default()
 		err := Decode(data, cfg)
 		if err == nil {
 			err = cfg.Validate()
 		}
+		return err
+	}
+	f.Fuzz(func(t *testing.T, data []byte) {
+		err := check(data)
 		if err == nil {
 			return
 		}
@@ -32,7 +36,14 @@ func FuzzDecode(f *testing.F) {
 			key := string(data[i+len("SharedAccessKey="):])
 			key, _, _ = strings.Cut(key, ";")
 			key, _, _ = strings.Cut(key, `"`)
-			if len(key) >= 6 && strings.Contains(err.Error(), key) {
+			if len(key) < 6 || !strings.Contains(err.Error(), key) {
+				return
+			}
+			// The key may be a word the message says anyway ("not valid
+			// base64"): it leaks only if the mention goes when the key is
+			// another string.
+			other := strings.Replace(string(data), "SharedAccessKey="+key, "SharedAccessKey="+strings.Repeat("Q", len(key)), 1)
+			if oerr := check([]byte(other)); oerr == nil || !strings.Contains(oerr.Error(), key) {
 				t.Fatalf("error %q quotes the key %q", err, key)
 			}
 		}
