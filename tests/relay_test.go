@@ -20,6 +20,7 @@ import (
 	"net/http/httptest"
 	"net/url"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -41,6 +42,7 @@ import (
 type relayChain struct {
 	*chain
 	cam2      *camera.Server
+	cam3      *camera.Server // requires cameraUser/cameraPassword; the shared camera "door"
 	relay     *harness.Process
 	ready     harness.RelayReady
 	relayBin  string
@@ -48,6 +50,8 @@ type relayChain struct {
 	relayArgs []string // after the first start: its ports, so that a restart binds the same ones
 	relayEnv  []string
 	relayCA   string       // the relay's CA, trusted by the module
+	relayCfg  string       // config file: the users
+	password  string       // alice's password
 	relayTLS  *tls.Config  // trusts the relay's CA, for direct websocket dials
 	hub       *hubRecorder // nil unless relayOptions.recordHub
 }
@@ -65,11 +69,13 @@ type relayOptions struct {
 func newRelayChain(t *testing.T, ctx context.Context, o relayOptions) *relayChain {
 	t.Helper()
 	c := newChain(t, ctx, chainOptions{noStart: true, emu: o.emu})
-	rc := &relayChain{chain: c, cam2: &camera.Server{}}
-	if err := rc.cam2.Initialize(); err != nil {
-		t.Fatal(err)
+	rc := &relayChain{chain: c, cam2: &camera.Server{}, cam3: &camera.Server{User: cameraUser, Pass: cameraPassword}}
+	for _, cam := range []*camera.Server{rc.cam2, rc.cam3} {
+		if err := cam.Initialize(); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(cam.Close)
 	}
-	t.Cleanup(rc.cam2.Close)
 
 	ca, cert, key := writeTLSCert(t, c.dir, "relay")
 	rc.relayCA = ca
@@ -79,13 +85,15 @@ func newRelayChain(t *testing.T, ctx context.Context, o relayOptions) *relayChai
 	rc.relayTLS = &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}
 
 	rc.tlsArgs = []string{"--tls-cert", cert, "--tls-key", key}
-	rc.relayArgs = rc.args("127.0.0.1:0", "127.0.0.1:0", "127.0.0.1:0", "127.0.0.1:0")
-	rc.relayEnv = c.emu.ServiceEnv()
+	rc.relayBin = build(t, harness.Relay)
+	rc.password = "correct horse battery staple"
+	rc.relayCfg = writeRelayUsers(t, ctx, rc.relayBin, c.dir, "alice", rc.password)
+	rc.relayArgs = rc.args("127.0.0.1:0", "127.0.0.1:0", "127.0.0.1:0", "127.0.0.1:0", "127.0.0.1:0", "127.0.0.1:0")
+	rc.relayEnv = append(c.emu.ServiceEnv(), "DOOR_PASSWORD="+cameraPassword)
 	if o.recordHub {
 		rc.hub = newHubRecorder(t, c.emu, c.dir)
 		rc.relayEnv = append(rc.relayEnv, "IOTHUB_SERVICE_URL="+rc.hub.srv.URL, "IOTHUB_CA_FILE="+rc.hub.caFile)
 	}
-	rc.relayBin = build(t, harness.Relay)
 	rc.startRelay(ctx)
 
 	// The module trusts the relay and the test cloud (for direct tunnels).
@@ -94,7 +102,7 @@ func newRelayChain(t *testing.T, ctx context.Context, o relayOptions) *relayChai
 		t.Fatal(err)
 	}
 	env := append([]string{
-		`RTSPTUNNEL_TARGETS={"554":"` + c.cam.ListenAddr() + `","5541":"` + rc.cam2.ListenAddr() + `"}`,
+		`RTSPTUNNEL_TARGETS={"554":"` + c.cam.ListenAddr() + `","5541":"` + rc.cam2.ListenAddr() + `","5542":"` + rc.cam3.ListenAddr() + `"}`,
 		"RTSPTUNNEL_REMOTECAFILE=" + bundle,
 	}, o.moduleEnv...)
 	c.startModule(ctx, env...)
@@ -129,17 +137,49 @@ func (rc *relayChain) startRelay(ctx context.Context) {
 	// A restart binds the ports the first start got (port 0 at first: no
 	// race with other tests for free ports).
 	metrics, _ := url.Parse(ready.MetricsURL)
-	rc.relayArgs = rc.args(ready.WebsocketListen, metrics.Host, rc.listen("cam1"), rc.listen("cam2"))
+	rc.relayArgs = rc.args(ready.WebsocketListen, metrics.Host, rc.listen("cam1"), rc.listen("cam2"), ready.RTSPListen, ready.RTSPSListen)
 }
 
 // args returns the relay's command line with the given listen addresses.
-func (rc *relayChain) args(ws, metrics, cam1, cam2 string) []string {
+// cam1 and cam2 are passthrough cameras open to anyone; door is cam3,
+// shared, for alice only, read with the camera's own credentials.
+func (rc *relayChain) args(ws, metrics, cam1, cam2, rtsp, rtsps string) []string {
 	return append(append([]string(nil), rc.tlsArgs...),
-		"--ws-listen", ws, "--metrics-listen", metrics,
+		"--config", rc.relayCfg, "--allow-anonymous",
+		"--ws-listen", ws, "--metrics-listen", metrics, "--rtsp-listen", rtsp, "--rtsps-listen", rtsps,
 		"--method-timeout", "5s", "--session-wait", "20s", "--log-level", "debug",
-		"--camera", "name=cam1,deviceId="+edgeDevice+",moduleId="+moduleID+",localPort=554,rtspPath=stream,listen="+cam1,
-		"--camera", "name=cam2,deviceId="+edgeDevice+",moduleId="+moduleID+",localPort=5541,rtspPath=stream,listen="+cam2,
+		"--linger", "2s", "--ping-interval", "1s", "--ping-timeout", "2s",
+		"--camera", "name=cam1,mode=passthrough,deviceId="+edgeDevice+",moduleId="+moduleID+",localPort=554,rtspPath=stream,listen="+cam1,
+		"--camera", "name=cam2,mode=passthrough,deviceId="+edgeDevice+",moduleId="+moduleID+",localPort=5541,rtspPath=stream,listen="+cam2,
+		"--camera", "name=door,deviceId="+edgeDevice+",moduleId="+moduleID+",localPort=5542,rtspPath="+strings.TrimPrefix(camera.DefaultPath, "/")+",users=alice,username="+cameraUser+",passwordEnv=DOOR_PASSWORD",
 	)
+}
+
+// The credentials cam3 requires; the relay reads them from its
+// configuration (passwordEnv), players never see them.
+const (
+	cameraUser     = "admin"
+	cameraPassword = "cam-secret-9f3e"
+)
+
+// writeRelayUsers makes a users[] entry with the relay's own hash-password
+// subcommand (as an operator would) and writes a config file holding it.
+func writeRelayUsers(t *testing.T, ctx context.Context, bin, dir, user, password string) string {
+	t.Helper()
+	cmd := exec.CommandContext(ctx, bin, "hash-password", "--user", user)
+	cmd.Stdin = strings.NewReader(password + "\n")
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("relay hash-password: %v", err)
+	}
+	if strings.Contains(string(out), password) {
+		t.Fatal("hash-password printed the password")
+	}
+	p := filepath.Join(dir, "relay-users.json")
+	if err := os.WriteFile(p, []byte(`{"users": [`+strings.TrimSpace(string(out))+`]}`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return p
 }
 
 // relayMetrics scrapes the relay's metrics.

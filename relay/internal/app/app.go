@@ -19,11 +19,17 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/bluenviron/gortsplib/v4/pkg/base"
+
+	"github.com/rtsptunnel/rtsptunnel/relay/internal/auth"
+	"github.com/rtsptunnel/rtsptunnel/relay/internal/certfile"
 	"github.com/rtsptunnel/rtsptunnel/relay/internal/config"
 	"github.com/rtsptunnel/rtsptunnel/relay/internal/core"
 	"github.com/rtsptunnel/rtsptunnel/relay/internal/iothub"
 	"github.com/rtsptunnel/rtsptunnel/relay/internal/metrics"
 	"github.com/rtsptunnel/rtsptunnel/relay/internal/rtspfront"
+	"github.com/rtsptunnel/rtsptunnel/relay/internal/rtspserver"
+	"github.com/rtsptunnel/rtsptunnel/relay/internal/upstream"
 	"github.com/rtsptunnel/rtsptunnel/relay/internal/wsserver"
 )
 
@@ -43,7 +49,12 @@ type App struct {
 	// Set by Initialize; static afterwards.
 	ready      Ready
 	core       *core.Server
-	rtsp       *rtspfront.Server
+	rtsp       *rtspfront.Server // passthrough cameras
+	shared     *rtspserver.Server
+	rtspLn     net.Listener
+	rtspsLn    net.Listener
+	verifier   *auth.Verifier
+	limiter    *auth.Limiter
 	wsSrv      *http.Server
 	wsLn       net.Listener
 	metricsSrv *http.Server
@@ -61,14 +72,21 @@ type Ready struct {
 	WebsocketListen string        `json:"websocketListen"`
 	MetricsURL      string        `json:"metricsURL,omitempty"`
 	CAFile          string        `json:"caFile,omitempty"`
+	RTSPListen      string        `json:"rtspListen"`
+	RTSPSListen     string        `json:"rtspsListen,omitempty"`
 	Cameras         []ReadyCamera `json:"cameras"`
 }
 
 // ReadyCamera is one camera's entry in the ready line.
 type ReadyCamera struct {
-	Name    string `json:"name"`
-	Listen  string `json:"listen"`
-	RTSPURL string `json:"rtspURL"`
+	Name string `json:"name"`
+	Mode string `json:"mode"`
+	// Listen is a passthrough camera's own address.
+	Listen string `json:"listen,omitempty"`
+	// RTSPURL is the URL players use; RTSPSURL the same over TLS, when
+	// rtspsListen is set (shared cameras).
+	RTSPURL  string `json:"rtspURL"`
+	RTSPSURL string `json:"rtspsURL,omitempty"`
 }
 
 // Ready returns the ready line's content; valid after Initialize.
@@ -92,7 +110,10 @@ func (a *App) Initialize() (err error) {
 		return err
 	}
 	for _, c := range cfg.Cameras {
-		m.InitCamera(c.Name)
+		m.InitCamera(c.Name, c.Shared())
+	}
+	if err := a.initAuth(); err != nil {
+		return err
 	}
 
 	opener, err := a.newOpener(m)
@@ -124,7 +145,7 @@ func (a *App) Initialize() (err error) {
 		BaseURL:              publicURL,
 		SessionWait:          time.Duration(cfg.SessionWaitTimeout),
 		TokenTTL:             time.Duration(cfg.TokenTTL),
-		MaxSessionsPerCamera: cfg.MaxSessionsPerCamera,
+		MaxSessionsPerCamera: cfg.MaxPlayersPerCamera,
 	}
 	if err := a.core.Initialize(); err != nil {
 		return err
@@ -138,23 +159,17 @@ func (a *App) Initialize() (err error) {
 		a.ready.MetricsURL = "http://" + a.metricsLn.Addr().String() + "/metrics"
 	}
 
-	var lns []rtspfront.Listener
-	for _, c := range cfg.Cameras {
-		lns = append(lns, rtspfront.Listener{Camera: c.Name, Addr: c.Listen})
-	}
-	a.rtsp = &rtspfront.Server{Listeners: lns, Handle: a.core.HandlePlayer, Logger: a.Logger}
-	if err := a.rtsp.Initialize(); err != nil {
+	if err := a.initPlayers(tlsConf); err != nil {
 		return err
-	}
-	for i, c := range cfg.Cameras {
-		addr := a.rtsp.Addr(i).String()
-		a.ready.Cameras = append(a.ready.Cameras, ReadyCamera{Name: c.Name, Listen: addr, RTSPURL: rtspURL(addr, c.RTSPPath)})
 	}
 
 	// Everything that can fail has succeeded: serve.
 	errLog := slog.NewLogLogger(a.Logger.Handler(), slog.LevelDebug)
 	a.wsSrv = &http.Server{
-		Handler:           &wsserver.Handler{Acceptor: a.core, Prefix: publicURL.Path, Logger: a.Logger},
+		Handler: &wsserver.Handler{
+			Acceptor: a.core, Prefix: publicURL.Path, Logger: a.Logger,
+			PingInterval: time.Duration(cfg.PingInterval), PingTimeout: time.Duration(cfg.PingTimeout),
+		},
 		ReadHeaderTimeout: 10 * time.Second,
 		ErrorLog:          errLog,
 	}
@@ -174,9 +189,147 @@ func (a *App) Initialize() (err error) {
 	a.Logger.Info("relay listening",
 		"websocket_url", a.ready.WebsocketURL,
 		"websocket_listen", a.ready.WebsocketListen,
+		"rtsp_listen", a.ready.RTSPListen,
+		"rtsps_listen", a.ready.RTSPSListen,
 		"metrics_url", a.ready.MetricsURL,
 		"cameras", len(a.ready.Cameras),
+		"users", len(cfg.Users),
 		"iothub_auth", cfg.AuthMode())
+	return nil
+}
+
+// initAuth builds the credential verifier and the failure limiter.
+func (a *App) initAuth() error {
+	cfg := a.Config
+	users := make([]auth.User, len(cfg.Users))
+	for i, u := range cfg.Users {
+		users[i] = auth.User{Name: u.Name, HA1: u.HA1, Hash: u.Hash}
+	}
+	a.verifier = &auth.Verifier{Realm: cfg.Realm, Users: users}
+	if err := a.verifier.Initialize(); err != nil {
+		return fmt.Errorf("users: %w", err)
+	}
+	a.limiter = &auth.Limiter{}
+	if cfg.AllowAnonymous {
+		var open []string
+		for _, c := range cfg.Cameras {
+			if len(c.Users) == 0 {
+				open = append(open, c.Name)
+			}
+		}
+		a.Logger.Warn("ANONYMOUS ACCESS IS ON: anyone who reaches the relay can watch these cameras and make it open tunnels to them (allowAnonymous)",
+			"cameras", open)
+	}
+	return nil
+}
+
+// initPlayers opens the players' side: the RTSP (and RTSPS) listener for
+// shared cameras, and a port of its own for each passthrough camera.
+func (a *App) initPlayers(tlsConf *tls.Config) error {
+	cfg := a.Config
+	var err error
+	a.rtspLn, err = net.Listen("tcp", cfg.RTSPListen)
+	if err != nil {
+		return fmt.Errorf("rtspListen: failed to listen: %w", err)
+	}
+	a.ready.RTSPListen = a.rtspLn.Addr().String()
+	var rtspsConf *tls.Config
+	if cfg.RTSPSListen != "" {
+		a.rtspsLn, err = net.Listen("tcp", cfg.RTSPSListen)
+		if err != nil {
+			return fmt.Errorf("rtspsListen: failed to listen: %w", err)
+		}
+		a.ready.RTSPSListen = a.rtspsLn.Addr().String()
+		rtspsConf = tlsConf.Clone()
+		rtspsConf.NextProtos = nil
+	}
+
+	var shared []*rtspserver.Camera
+	var lns []rtspfront.Listener
+	var passthrough []config.Camera
+	for _, c := range cfg.Cameras {
+		if !c.Shared() {
+			lns = append(lns, rtspfront.Listener{Camera: c.Name, Addr: c.Listen})
+			passthrough = append(passthrough, c)
+			continue
+		}
+		u := &base.URL{Scheme: "rtsp", Host: net.JoinHostPort("localhost", fmt.Sprint(c.LocalPort)), Path: "/" + strings.TrimLeft(c.RTSPPath, "/")}
+		if c.Username != "" {
+			u.User = url.UserPassword(c.Username, c.Password())
+		}
+		name := c.Name
+		shared = append(shared, &rtspserver.Camera{
+			Name:  c.Name,
+			Users: c.Users,
+			Upstream: upstream.Source{
+				Camera: c.Name,
+				URL:    u,
+				Dial: func(ctx context.Context) (net.Conn, error) {
+					t, err := a.core.Dial(ctx, name)
+					if err != nil {
+						return nil, err
+					}
+					return t, nil
+				},
+				Linger:          time.Duration(cfg.Linger),
+				ReconnectWindow: time.Duration(cfg.ReconnectWindow),
+				ReadTimeout:     time.Duration(cfg.IdleTimeout),
+			},
+		})
+		a.ready.Cameras = append(a.ready.Cameras, ReadyCamera{
+			Name: c.Name, Mode: config.ModeShared,
+			RTSPURL:  rtspURL(a.ready.RTSPListen, c.Name),
+			RTSPSURL: rtspsURL(a.ready.RTSPSListen, c.Name),
+		})
+	}
+	a.shared = &rtspserver.Server{
+		Listener:            a.rtspLn,
+		TLSListener:         a.rtspsLn,
+		TLSConfig:           rtspsConf,
+		Cameras:             shared,
+		Verifier:            a.verifier,
+		Limiter:             a.limiter,
+		AllowAnonymous:      cfg.AllowAnonymous,
+		MaxPlayersPerCamera: cfg.MaxPlayersPerCamera,
+		MaxPlayers:          cfg.MaxPlayers,
+		MaxSessionDuration:  time.Duration(cfg.MaxSessionDuration),
+		DescribeTimeout:     time.Duration(cfg.SessionWaitTimeout) + 10*time.Second,
+		Logger:              a.Logger,
+		Metrics:             a.core.Metrics,
+	}
+	if err := a.shared.Initialize(); err != nil {
+		a.shared = nil
+		return err
+	}
+
+	gates := map[string]*rtspserver.Gate{}
+	for _, c := range passthrough {
+		gates[c.Name] = &rtspserver.Gate{
+			Camera: c.Name, Users: c.Users, AllowAnonymous: cfg.AllowAnonymous,
+			Verifier: a.verifier, Limiter: a.limiter, Metrics: a.core.Metrics, Logger: a.Logger,
+		}
+	}
+	a.rtsp = &rtspfront.Server{Listeners: lns, Logger: a.Logger, Handle: func(ctx context.Context, camera string, conn net.Conn) {
+		admitted, err := gates[camera].Admit(conn, false)
+		if err != nil {
+			conn.Close()
+			return
+		}
+		if d := time.Duration(cfg.MaxSessionDuration); d > 0 {
+			var cancel context.CancelFunc
+			ctx, cancel = context.WithTimeout(ctx, d)
+			defer cancel()
+		}
+		a.core.HandlePlayer(ctx, camera, admitted)
+	}}
+	if err := a.rtsp.Initialize(); err != nil {
+		a.rtsp = nil
+		return err
+	}
+	for i, c := range passthrough {
+		addr := a.rtsp.Addr(i).String()
+		a.ready.Cameras = append(a.ready.Cameras, ReadyCamera{Name: c.Name, Mode: config.ModePassthrough, Listen: addr, RTSPURL: rtspURL(addr, c.RTSPPath)})
+	}
 	return nil
 }
 
@@ -196,6 +349,15 @@ func (a *App) Close() {
 	a.closeOnce.Do(func() {
 		if a.rtsp != nil {
 			a.rtsp.Close() // no new players; running sessions end
+		}
+		if a.shared != nil {
+			a.shared.Close() // upstreams close their tunnels (1000), players' sessions end
+		} else {
+			for _, ln := range []net.Listener{a.rtspLn, a.rtspsLn} {
+				if ln != nil {
+					ln.Close()
+				}
+			}
 		}
 		if a.core != nil && a.core.BaseURL != nil {
 			a.core.Close()
@@ -345,22 +507,36 @@ func (a *App) tlsConfig(public *url.URL) (*tls.Config, error) {
 		a.ready.CAFile = path
 		conf.Certificates = []tls.Certificate{pair}
 	default:
-		pair, err := tls.LoadX509KeyPair(cfg.TLSCertFile, cfg.TLSKeyFile)
-		if err != nil {
+		// Reloaded when the files change, so certificates rotate without a
+		// restart (cert-manager, certbot).
+		r := &certfile.Reloader{CertFile: cfg.TLSCertFile, KeyFile: cfg.TLSKeyFile, Logger: a.Logger}
+		if err := r.Initialize(); err != nil {
 			return nil, fmt.Errorf("tlsCertFile/tlsKeyFile: %w", err)
 		}
-		conf.Certificates = []tls.Certificate{pair}
+		conf.GetCertificate = r.GetCertificate
 	}
 	return conf, nil
 }
 
-// rtspURL is the URL a player uses for a camera listening on addr.
+// rtspURL is the URL a player uses for path on a listener at addr.
 func rtspURL(addr, path string) string {
+	return "rtsp://" + localHostPort(addr) + "/" + strings.TrimLeft(path, "/")
+}
+
+// rtspsURL is rtspURL over TLS; empty when addr is.
+func rtspsURL(addr, path string) string {
+	if addr == "" {
+		return ""
+	}
+	return "rtsps://" + localHostPort(addr) + "/" + strings.TrimLeft(path, "/")
+}
+
+func localHostPort(addr string) string {
 	host, port, _ := net.SplitHostPort(addr)
 	if ip := net.ParseIP(host); ip == nil || ip.IsUnspecified() {
 		host = "127.0.0.1"
 	}
-	return "rtsp://" + net.JoinHostPort(host, port) + "/" + strings.TrimLeft(path, "/")
+	return net.JoinHostPort(host, port)
 }
 
 func userAgent() string {

@@ -1,6 +1,7 @@
 package app
 
 import (
+	"bufio"
 	"context"
 	"encoding/json"
 	"errors"
@@ -13,6 +14,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
+	"github.com/rtsptunnel/rtsptunnel/relay/internal/auth"
 	"github.com/rtsptunnel/rtsptunnel/relay/internal/config"
 )
 
@@ -28,6 +30,15 @@ const (
 // ctx is done (main cancels it on SIGTERM/SIGINT). Help goes to stdout,
 // logs and errors to stderr.
 func Run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) int {
+	return RunWithInput(ctx, args, getenv, nil, stdout, stderr)
+}
+
+// RunWithInput is Run with standard input, which the hash-password
+// subcommand reads.
+func RunWithInput(ctx context.Context, args []string, getenv func(string) string, stdin io.Reader, stdout, stderr io.Writer) int {
+	if len(args) > 0 && args[0] == "hash-password" {
+		return hashPassword(args[1:], stdin, stdout, stderr)
+	}
 	cfg, err := config.Load(args, getenv, stdout)
 	if errors.Is(err, flag.ErrHelp) {
 		return ExitOK
@@ -54,5 +65,57 @@ func Run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	logger.Info("relay shutting down", "sessions", a.core.Active())
 	a.Close()
 	logger.Info("relay stopped")
+	return ExitOK
+}
+
+// hashPassword is "relay hash-password": it reads a password from the
+// first line of stdin and prints a users[] entry for the config file.
+func hashPassword(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("relay hash-password", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	user := fs.String("user", "", "user name (required)")
+	realm := fs.String("realm", config.Default().Realm, "the relay's realm setting; the HA1 is bound to it")
+	fs.Usage = func() {
+		fmt.Fprint(stderr, `Usage: relay hash-password --user NAME [--realm REALM] < password
+
+Reads the password from the first line of standard input (never from the
+command line, where other users could see it) and prints a users[] entry:
+{"name": NAME, "ha1": MD5(NAME:REALM:password), "hash": <bcrypt or argon2id>}.
+The ha1 serves RTSP Digest and is password-equivalent for this realm (see
+SECURITY.md); the hash serves Basic over RTSPS.
+
+`)
+		fs.PrintDefaults()
+	}
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return ExitOK
+		}
+		return ExitUsage
+	}
+	if *user == "" || fs.NArg() > 0 {
+		fmt.Fprintln(stderr, "relay hash-password: --user is required and no other arguments are allowed (the password comes from standard input)")
+		return ExitUsage
+	}
+	if stdin == nil {
+		stdin = strings.NewReader("")
+	}
+	line, err := bufio.NewReader(io.LimitReader(stdin, 4096)).ReadString('\n')
+	if err != nil && !errors.Is(err, io.EOF) {
+		fmt.Fprintf(stderr, "relay hash-password: failed to read the password: %v\n", err)
+		return ExitFailed
+	}
+	password := strings.TrimRight(line, "\r\n")
+	if password == "" {
+		fmt.Fprintln(stderr, "relay hash-password: empty password: write it to standard input, e.g. printf '%s' \"$PASSWORD\" | relay hash-password --user alice")
+		return ExitUsage
+	}
+	u, err := auth.HashPassword(*user, *realm, password)
+	if err != nil {
+		fmt.Fprintf(stderr, "relay hash-password: %v\n", err)
+		return ExitUsage
+	}
+	out, _ := json.Marshal(config.User{Name: u.Name, HA1: u.HA1, Hash: u.Hash})
+	fmt.Fprintf(stdout, "%s\n", out)
 	return ExitOK
 }

@@ -10,6 +10,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/rtsptunnel/rtsptunnel/relay/internal/auth"
 	"github.com/rtsptunnel/rtsptunnel/relay/internal/iothub"
 )
 
@@ -40,6 +41,42 @@ type Config struct {
 	InsecureWS bool `json:"insecureWS"`
 	// MetricsListen is the address of /metrics and /healthz; empty disables.
 	MetricsListen string `json:"metricsListen"`
+	// RTSPListen is the address of the RTSP listener for shared cameras,
+	// routed by path: rtsp://<host>:<port>/<camera name>.
+	RTSPListen string `json:"rtspListen"`
+	// RTSPSListen is the address of the RTSPS (RTSP over TLS) listener, with
+	// the websocket endpoint's certificate; empty disables.
+	RTSPSListen string `json:"rtspsListen"`
+	// Realm is the authentication realm players see; user entries' HA1
+	// values are bound to it.
+	Realm string `json:"realm"`
+	// AllowAnonymous lets players watch without credentials.
+	AllowAnonymous bool `json:"allowAnonymous"`
+	// Users are the accounts that may watch.
+	Users []User `json:"users"`
+	// Linger is how long a shared camera's upstream stays open after its
+	// last viewer left.
+	Linger Duration `json:"linger"`
+	// ReconnectWindow bounds how long viewers wait while a shared upstream
+	// reconnects after the tunnel or the camera dropped.
+	ReconnectWindow Duration `json:"reconnectWindow"`
+	// IdleTimeout ends an upstream (shared) or a passthrough session that
+	// has received nothing from the camera for this long.
+	IdleTimeout Duration `json:"idleTimeout"`
+	// MaxSessionDuration ends a player's session after this long; 0 means
+	// no limit.
+	MaxSessionDuration Duration `json:"maxSessionDuration"`
+	// MaxPlayersPerCamera limits concurrent players per camera; 0 means no
+	// limit.
+	MaxPlayersPerCamera int `json:"maxPlayersPerCamera"`
+	// MaxPlayers limits concurrent players in total; 0 means no limit.
+	MaxPlayers int `json:"maxPlayers"`
+	// PingInterval is how often the relay pings each module websocket; 0
+	// disables pings.
+	PingInterval Duration `json:"pingInterval"`
+	// PingTimeout is how long a ping waits for its pong before the module
+	// is taken for dead.
+	PingTimeout Duration `json:"pingTimeout"`
 	// MethodResponseTimeout is tunnelOpen's responseTimeoutInSeconds.
 	MethodResponseTimeout Duration `json:"methodResponseTimeout"`
 	// SessionWaitTimeout bounds the time from a player's connect until the
@@ -47,9 +84,6 @@ type Config struct {
 	SessionWaitTimeout Duration `json:"sessionWaitTimeout"`
 	// TokenTTL is how long a session token stays valid.
 	TokenTTL Duration `json:"tokenTTL"`
-	// MaxSessionsPerCamera limits concurrent sessions per camera; 0 means
-	// no limit.
-	MaxSessionsPerCamera int `json:"maxSessionsPerCamera"`
 	// LogLevel is debug, info, warn or error.
 	LogLevel string `json:"logLevel"`
 	// IoTHub selects how the relay calls IoT Hub.
@@ -75,6 +109,24 @@ type IoTHub struct {
 	CAFile string `json:"caFile"`
 }
 
+// User is one account that may watch. The file holds no clear-text
+// password: HA1 serves RTSP Digest, Hash serves Basic (RTSPS only). "relay
+// hash-password" prints both.
+type User struct {
+	// Name is the user name.
+	Name string `json:"name"`
+	// HA1 is MD5(name:realm:password) in hex, for Digest.
+	HA1 string `json:"ha1"`
+	// Hash is a bcrypt or argon2id hash of the password, for Basic.
+	Hash string `json:"hash"`
+}
+
+// Camera modes.
+const (
+	ModeShared      = "shared"
+	ModePassthrough = "passthrough"
+)
+
 // Camera is one camera behind an rtsptunnel module.
 type Camera struct {
 	// Name identifies the camera in logs, metrics and the ready line.
@@ -88,11 +140,46 @@ type Camera struct {
 	ModuleID string `json:"moduleId"`
 	// LocalPort is tunnelOpen's localPort: the module's key for the camera.
 	LocalPort int `json:"localPort"`
-	// RTSPPath is the camera's stream path, used only to print a complete
-	// RTSP URL in the ready line; bytes are relayed unchanged.
+	// Mode is "shared" (default: one upstream per camera, fanned out to
+	// every viewer) or "passthrough" (one tunnel per player, bytes spliced
+	// unchanged).
+	Mode string `json:"mode"`
+	// RTSPPath is the camera's own stream path, requested through the
+	// tunnel by a shared upstream.
 	RTSPPath string `json:"rtspPath"`
-	// Listen is the TCP address players connect to for this camera.
+	// Username is the camera's own RTSP user, for a shared upstream.
+	Username string `json:"username"`
+	// PasswordEnv names the environment variable holding the camera's
+	// password.
+	PasswordEnv string `json:"passwordEnv"`
+	// PasswordFile is a file holding the camera's password.
+	PasswordFile string `json:"passwordFile"`
+	// Users lists who may watch: user names, or "*" for every user.
+	Users []string `json:"users"`
+	// Listen is the TCP address players connect to for a passthrough
+	// camera.
 	Listen string `json:"listen"`
+
+	// password is the camera's password, read from PasswordEnv or
+	// PasswordFile by Load. Never logged.
+	password string
+}
+
+// Password returns the camera's own RTSP password, as read by Load.
+func (c Camera) Password() string { return c.password }
+
+// Shared reports whether the camera uses a shared upstream.
+func (c Camera) Shared() bool { return c.Mode != ModePassthrough }
+
+// Allows reports whether user may watch the camera. With allowAnonymous
+// and no user list, everyone may.
+func (c Camera) Allows(user string) bool {
+	for _, u := range c.Users {
+		if u == "*" && user != "" || u == user && user != "" {
+			return true
+		}
+	}
+	return false
 }
 
 // Auth modes.
@@ -109,12 +196,23 @@ func Default() *Config {
 		MethodResponseTimeout: Duration(15 * time.Second),
 		SessionWaitTimeout:    Duration(20 * time.Second),
 		TokenTTL:              Duration(20 * time.Second),
-		MaxSessionsPerCamera:  16,
 		LogLevel:              "info",
+		RTSPListen:            ":8554",
+		Realm:                 "rtsptunnel",
+		Linger:                Duration(10 * time.Second),
+		ReconnectWindow:       Duration(30 * time.Second),
+		IdleTimeout:           Duration(20 * time.Second),
+		MaxPlayersPerCamera:   32,
+		MaxPlayers:            256,
+		PingInterval:          Duration(10 * time.Second),
+		PingTimeout:           Duration(10 * time.Second),
 	}
 }
 
-var cameraName = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$`)
+var (
+	cameraName = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$`)
+	userName   = regexp.MustCompile(`^[A-Za-z0-9._@-]{1,64}$`)
+)
 
 // Validate checks every setting and returns all problems joined, each
 // naming its setting.
@@ -174,8 +272,64 @@ func (c *Config) Validate() error {
 	if d := time.Duration(c.TokenTTL); d <= 0 || d > 10*time.Minute {
 		bad("tokenTTL", "must be between 1ns and 10m, got %v", d)
 	}
-	if c.MaxSessionsPerCamera < 0 {
-		bad("maxSessionsPerCamera", "must be 0 (no limit) or more, got %d", c.MaxSessionsPerCamera)
+	for _, l := range []struct {
+		name string
+		v    int
+	}{{"maxPlayersPerCamera", c.MaxPlayersPerCamera}, {"maxPlayers", c.MaxPlayers}} {
+		if l.v < 0 {
+			bad(l.name, "must be 0 (no limit) or more, got %d", l.v)
+		}
+	}
+	for _, d := range []struct {
+		name     string
+		v        Duration
+		min, max time.Duration
+	}{
+		{"linger", c.Linger, 0, time.Hour},
+		{"reconnectWindow", c.ReconnectWindow, 0, time.Hour},
+		{"idleTimeout", c.IdleTimeout, time.Second, time.Hour},
+		{"maxSessionDuration", c.MaxSessionDuration, 0, 30 * 24 * time.Hour},
+		{"pingInterval", c.PingInterval, 0, time.Hour},
+		{"pingTimeout", c.PingTimeout, 0, time.Hour},
+	} {
+		if time.Duration(d.v) < d.min || time.Duration(d.v) > d.max {
+			bad(d.name, "must be between %v and %v, got %v", d.min, d.max, time.Duration(d.v))
+		}
+	}
+	if c.PingInterval > 0 && c.PingTimeout <= 0 {
+		bad("pingTimeout", "must be positive when pingInterval is set")
+	}
+
+	// Players.
+	if err := checkAddr(c.RTSPListen, false); err != nil {
+		bad("rtspListen", "%v", err)
+	}
+	if c.RTSPSListen != "" {
+		if err := checkAddr(c.RTSPSListen, false); err != nil {
+			bad("rtspsListen", "%v", err)
+		} else if c.InsecureWS {
+			bad("rtspsListen", "needs a certificate: set tlsCertFile and tlsKeyFile or selfSigned (not insecureWS)")
+		}
+	}
+	if c.Realm == "" || strings.ContainsAny(c.Realm, "\"\\\r\n") {
+		bad("realm", "must be non-empty and free of quotes, backslashes and line breaks, got %q", c.Realm)
+	}
+	userNames := map[string]int{}
+	for i, u := range c.Users {
+		p := fmt.Sprintf("users[%d]", i)
+		if !userName.MatchString(u.Name) {
+			bad(p+".name", "must be 1..64 letters, digits, '.', '_', '@' or '-', got %q", u.Name)
+		} else if j, dup := userNames[u.Name]; dup {
+			bad(p+".name", "duplicate of users[%d].name %q", j, u.Name)
+		} else {
+			userNames[u.Name] = i
+		}
+		if err := auth.ValidateUser(auth.User{Name: u.Name, HA1: u.HA1, Hash: u.Hash}); err != nil {
+			bad(p, "%v (make an entry with: relay hash-password --realm %q --user %s)", err, c.Realm, u.Name)
+		}
+	}
+	if len(c.Users) == 0 && !c.AllowAnonymous {
+		bad("users", "required: add users (relay hash-password makes an entry), or set allowAnonymous to let anyone watch")
 	}
 	switch strings.ToLower(c.LogLevel) {
 	case "debug", "info", "warn", "error":
@@ -221,6 +375,32 @@ func (c *Config) Validate() error {
 	listens := map[string]int{}
 	for i, cam := range c.Cameras {
 		p := fmt.Sprintf("cameras[%d]", i)
+		switch cam.Mode {
+		case "", ModeShared:
+			if cam.Listen != "" {
+				bad(p+".listen", "only for mode %q: shared cameras are served on rtspListen at rtsp://<host>:<port>/%s; remove listen, or set mode %q to keep a port of its own (see the upgrade notes)", ModePassthrough, cam.Name, ModePassthrough)
+			}
+		case ModePassthrough:
+			if cam.Username != "" || cam.PasswordEnv != "" || cam.PasswordFile != "" {
+				bad(p+".username", "only for mode %q: in passthrough the player's own requests reach the camera", ModeShared)
+			}
+		default:
+			bad(p+".mode", "must be %q or %q, got %q", ModeShared, ModePassthrough, cam.Mode)
+		}
+		if cam.PasswordEnv != "" && cam.PasswordFile != "" {
+			bad(p+".passwordEnv", "passwordEnv and passwordFile are mutually exclusive")
+		}
+		if (cam.PasswordEnv != "" || cam.PasswordFile != "") && cam.Username == "" {
+			bad(p+".username", "required with passwordEnv or passwordFile")
+		}
+		if len(cam.Users) == 0 && !c.AllowAnonymous {
+			bad(p+".users", "required: list the users who may watch, or \"*\" for every user")
+		}
+		for _, u := range cam.Users {
+			if _, ok := userNames[u]; !ok && u != "*" {
+				bad(p+".users", "%q is not in users", u)
+			}
+		}
 		if !cameraName.MatchString(cam.Name) {
 			bad(p+".name", "must be 1..63 letters, digits, '.', '_' or '-', starting with a letter or digit, got %q", cam.Name)
 		} else if j, dup := names[cam.Name]; dup {
@@ -245,7 +425,9 @@ func (c *Config) Validate() error {
 			bad(p+".rtspPath", "must not contain spaces, '?' or '#', got %q", cam.RTSPPath)
 		}
 		if cam.Listen == "" {
-			bad(p+".listen", "required (e.g. 127.0.0.1:8554)")
+			if cam.Mode == ModePassthrough {
+				bad(p+".listen", "required for mode %q (e.g. 127.0.0.1:8555)", ModePassthrough)
+			}
 		} else if err := checkAddr(cam.Listen, false); err != nil {
 			bad(p+".listen", "%v", err)
 		} else if _, port, _ := net.SplitHostPort(cam.Listen); port != "0" {

@@ -16,9 +16,10 @@ import (
 const base = `{
   "selfSigned": true,
   "iotHub": {"connectionString": "HostName=hub.example;SharedAccessKeyName=service;SharedAccessKey=c2VjcmV0"},
+  "users": [{"name": "alice", "ha1": "db0b043deb53edb1d118a2fc924c8d53", "hash": "$2a$12$Bi.07NpugoWngIQOEbRr.uoq5xRwrZB5/caqkIGWoSKnvh3HzcGX2"}],
   "cameras": [
-    {"name": "a", "deviceId": "d1", "moduleId": "rtsptunnel", "localPort": 554, "listen": "127.0.0.1:8554"},
-    {"name": "b", "deviceId": "d2", "localPort": 554, "listen": "127.0.0.1:0"}
+    {"name": "a", "deviceId": "d1", "moduleId": "rtsptunnel", "localPort": 554, "mode": "passthrough", "users": ["*"], "listen": "127.0.0.1:8554"},
+    {"name": "b", "deviceId": "d2", "localPort": 554, "mode": "passthrough", "users": ["alice"], "listen": "127.0.0.1:0"}
   ]
 }`
 
@@ -76,8 +77,8 @@ func TestConfErrors(t *testing.T) {
 		{"unknown top-level", `"selfSigned": true,`, `"selfSigned": true, "publicUrl": "x",`, "publicUrl: unknown setting"},
 		{"unknown camera field", `"name": "b",`, `"name": "b", "port": 1,`, "cameras[1].port: unknown setting"},
 		{"unknown iotHub field", `"iotHub": {`, `"iotHub": {"key": 1, `, "iotHub.key: unknown setting"},
-		{"type", `"localPort": 554, "listen": "127.0.0.1:0"}
-  ]`, `"localPort": "554", "listen": "127.0.0.1:0"}
+		{"type", `"localPort": 554, "mode": "passthrough", "users": ["alice"], "listen": "127.0.0.1:0"}
+  ]`, `"localPort": "554", "mode": "passthrough", "users": ["alice"], "listen": "127.0.0.1:0"}
   ]`, "cameras[1].localPort: must be an integer, got string"},
 		{"bool type", `"selfSigned": true`, `"selfSigned": "yes"`, "selfSigned: must be true or false"},
 		{"cameras type", `"cameras": [`, `"cameras": {"x":[`, "invalid JSON"},
@@ -85,11 +86,11 @@ func TestConfErrors(t *testing.T) {
 		{"duration", `"selfSigned": true,`, `"selfSigned": true, "tokenTTL": 5,`, `tokenTTL: must be a duration string`},
 		{"duration text", `"selfSigned": true,`, `"selfSigned": true, "tokenTTL": "5 apples",`, `tokenTTL: must be a duration like`},
 		{"syntax", `"selfSigned": true,`, `"selfSigned": true,,`, "line 2"},
-		{"port range", `"localPort": 554, "listen": "127.0.0.1:0"}
-  ]`, `"localPort": 70000, "listen": "127.0.0.1:0"}
+		{"port range", `"localPort": 554, "mode": "passthrough", "users": ["alice"], "listen": "127.0.0.1:0"}
+  ]`, `"localPort": 70000, "mode": "passthrough", "users": ["alice"], "listen": "127.0.0.1:0"}
   ]`, "cameras[1].localPort: must be 1..65535"},
-		{"port zero", `"localPort": 554, "listen": "127.0.0.1:0"}
-  ]`, `"listen": "127.0.0.1:0"}
+		{"port zero", `"localPort": 554, "mode": "passthrough", "users": ["alice"], "listen": "127.0.0.1:0"}
+  ]`, `"mode": "passthrough", "users": ["alice"], "listen": "127.0.0.1:0"}
   ]`, "cameras[1].localPort: must be 1..65535"},
 		{"name missing", `"name": "b", `, ``, "cameras[1].name: must be"},
 		{"name bad", `"name": "b"`, `"name": "b c"`, "cameras[1].name: must be"},
@@ -97,20 +98,36 @@ func TestConfErrors(t *testing.T) {
 		{"device missing", `"deviceId": "d2", `, ``, "cameras[1].deviceId: required"},
 		{"device bad", `"deviceId": "d2"`, `"deviceId": "d/2"`, "cameras[1].deviceId: character '/'"},
 		{"module bad", `"moduleId": "rtsptunnel"`, `"moduleId": "rtsp tunnel"`, "cameras[0].moduleId: character ' '"},
-		{"listen missing", `"localPort": 554, "listen": "127.0.0.1:0"}
-  ]`, `"localPort": 554}
+		{"listen missing", `"localPort": 554, "mode": "passthrough", "users": ["alice"], "listen": "127.0.0.1:0"}
+  ]`, `"localPort": 554, "mode": "passthrough", "users": ["alice"]}
   ]`, "cameras[1].listen: required"},
-		{"listen bad", `"localPort": 554, "listen": "127.0.0.1:0"}
-  ]`, `"localPort": 554, "listen": "127.0.0.1"}
+		{"listen bad", `"localPort": 554, "mode": "passthrough", "users": ["alice"], "listen": "127.0.0.1:0"}
+  ]`, `"localPort": 554, "mode": "passthrough", "users": ["alice"], "listen": "127.0.0.1"}
   ]`, "cameras[1].listen: must be host:port"},
 		{"listen duplicate", `"listen": "127.0.0.1:0"}
   ]`, `"listen": "127.0.0.1:8554"}
   ]`, "cameras[1].listen: same address as cameras[0].listen"},
 		{"rtspPath", `"name": "b",`, `"name": "b", "rtspPath": "a b",`, "cameras[1].rtspPath: must not contain"},
 		{"no cameras", `"cameras": [
-    {"name": "a", "deviceId": "d1", "moduleId": "rtsptunnel", "localPort": 554, "listen": "127.0.0.1:8554"},
-    {"name": "b", "deviceId": "d2", "localPort": 554, "listen": "127.0.0.1:0"}
+    {"name": "a", "deviceId": "d1", "moduleId": "rtsptunnel", "localPort": 554, "mode": "passthrough", "users": ["*"], "listen": "127.0.0.1:8554"},
+    {"name": "b", "deviceId": "d2", "localPort": 554, "mode": "passthrough", "users": ["alice"], "listen": "127.0.0.1:0"}
   ]`, `"cameras": []`, "cameras: at least one camera is required"},
+		{"no users", `"users": [{`, `"old": [{`, "old: unknown setting"},
+		{"users empty", `"users": [{"name": "alice", "ha1": "db0b043deb53edb1d118a2fc924c8d53", "hash": "$2a$12$Bi.07NpugoWngIQOEbRr.uoq5xRwrZB5/caqkIGWoSKnvh3HzcGX2"}],`, `"users": [],`, "users: required"},
+		{"user ha1", `"ha1": "db0b`, `"ha1": "zz0b`, "users[0]: "},
+		{"user name", `"name": "alice"`, `"name": "al:ice"`, "users[0].name: must be"},
+		{"camera user unknown", `"users": ["alice"]`, `"users": ["bob"]`, `cameras[1].users: "bob" is not in users`},
+		{"camera users missing", `"users": ["alice"], `, ``, `cameras[1].users: required`},
+		{"shared with listen", `"mode": "passthrough", "users": ["alice"]`, `"users": ["alice"]`, `cameras[1].listen: only for mode "passthrough"`},
+		{"mode bad", `"mode": "passthrough", "users": ["alice"]`, `"mode": "proxy", "users": ["alice"]`, `cameras[1].mode: must be "shared" or "passthrough"`},
+		{"passthrough username", `"mode": "passthrough", "users": ["alice"]`, `"mode": "passthrough", "username": "u", "users": ["alice"]`, `cameras[1].username: only for mode "shared"`},
+		{"password without user", `"mode": "passthrough", "users": ["alice"], "listen": "127.0.0.1:0"`, `"users": ["alice"], "passwordEnv": "X"`, `cameras[1].username: required with passwordEnv`},
+		{"password env and file", `"mode": "passthrough", "users": ["alice"], "listen": "127.0.0.1:0"`, `"users": ["alice"], "username": "u", "passwordEnv": "X", "passwordFile": "/x"`, `cameras[1].passwordEnv: passwordEnv and passwordFile are mutually exclusive`},
+		{"rtsps with insecure", `"selfSigned": true,`, `"insecureWS": true, "rtspsListen": "127.0.0.1:0",`, `rtspsListen: needs a certificate`},
+		{"linger", `"selfSigned": true,`, `"selfSigned": true, "linger": "2h",`, `linger: must be between`},
+		{"idle", `"selfSigned": true,`, `"selfSigned": true, "idleTimeout": "10ms",`, `idleTimeout: must be between`},
+		{"max players", `"selfSigned": true,`, `"selfSigned": true, "maxPlayers": -1,`, `maxPlayers: must be 0`},
+		{"realm", `"selfSigned": true,`, `"selfSigned": true, "realm": "a\"b",`, `realm: must be`},
 		{"no tls", `"selfSigned": true,`, ``, "tlsCertFile: required"},
 		{"two tls modes", `"selfSigned": true,`, `"selfSigned": true, "insecureWS": true,`, "insecureWS: tlsCertFile/tlsKeyFile, selfSigned and insecureWS are mutually exclusive"},
 		{"cert without key", `"selfSigned": true,`, `"tlsCertFile": "x.pem",`, "tlsKeyFile: required when tlsCertFile is set"},
@@ -123,7 +140,7 @@ func TestConfErrors(t *testing.T) {
 		{"method timeout", `"selfSigned": true,`, `"selfSigned": true, "methodResponseTimeout": "1s",`, "methodResponseTimeout: must be between 5s and 300s"},
 		{"session wait", `"selfSigned": true,`, `"selfSigned": true, "sessionWaitTimeout": "0s",`, "sessionWaitTimeout: must be between"},
 		{"token ttl", `"selfSigned": true,`, `"selfSigned": true, "tokenTTL": "-1s",`, "tokenTTL: must be between"},
-		{"max sessions", `"selfSigned": true,`, `"selfSigned": true, "maxSessionsPerCamera": -1,`, "maxSessionsPerCamera: must be 0"},
+		{"max sessions (removed)", `"selfSigned": true,`, `"selfSigned": true, "maxSessionsPerCamera": 1,`, "maxSessionsPerCamera: unknown setting"},
 		{"log level", `"selfSigned": true,`, `"selfSigned": true, "logLevel": "loud",`, "logLevel: must be"},
 		{"auth", `"iotHub": {`, `"iotHub": {"auth": "x509", `, `iotHub.auth: must be "sas", "entra"`},
 		{"conn string key", `SharedAccessKey=c2VjcmV0`, `SharedAccessKey=%%%`, "iotHub.connectionString: SharedAccessKey is not valid base64"},
@@ -182,15 +199,16 @@ func TestPrecedence(t *testing.T) {
 func TestCameraFlag(t *testing.T) {
 	env := map[string]string{"IOTHUB_SERVICE_CONNECTION_STRING": "HostName=hub.example;SharedAccessKeyName=service;SharedAccessKey=c2VjcmV0"}
 	getenv := func(k string) string { return env[k] }
-	cfg, err := Load([]string{"--self-signed",
-		"--camera", "name=x,deviceId=d,moduleId=m,localPort=5541,listen=127.0.0.1:0,rtspPath=s1",
-		"--camera", "name=y,deviceId=d,localPort=554,listen=127.0.0.1:0"}, getenv, &bytes.Buffer{})
+	env["CAM_X_PASSWORD"] = "s3cret"
+	cfg, err := Load([]string{"--self-signed", "--allow-anonymous",
+		"--camera", "name=x,deviceId=d,moduleId=m,localPort=5541,rtspPath=s1,username=admin,passwordEnv=CAM_X_PASSWORD,users=*",
+		"--camera", "name=y,deviceId=d,localPort=554,mode=passthrough,listen=127.0.0.1:0"}, getenv, &bytes.Buffer{})
 	if err != nil {
 		t.Fatal(err)
 	}
 	want := []Camera{
-		{Name: "x", DeviceID: "d", ModuleID: "m", LocalPort: 5541, Listen: "127.0.0.1:0", RTSPPath: "s1"},
-		{Name: "y", DeviceID: "d", LocalPort: 554, Listen: "127.0.0.1:0"},
+		{Name: "x", DeviceID: "d", ModuleID: "m", LocalPort: 5541, RTSPPath: "s1", Username: "admin", PasswordEnv: "CAM_X_PASSWORD", Users: []string{"*"}, password: "s3cret"},
+		{Name: "y", DeviceID: "d", LocalPort: 554, Mode: ModePassthrough, Listen: "127.0.0.1:0"},
 	}
 	if !reflect.DeepEqual(cfg.Cameras, want) {
 		t.Fatalf("cameras = %+v", cfg.Cameras)
@@ -214,7 +232,7 @@ func TestFlagErrors(t *testing.T) {
 		want string
 	}{
 		{[]string{"--token-ttl", "soon"}, "must be a duration"},
-		{[]string{"--max-sessions", "many"}, "must be an integer"},
+		{[]string{"--max-players", "many"}, "must be an integer"},
 		{[]string{"--nope"}, "flag provided but not defined: -nope"},
 		{[]string{"extra"}, `unexpected argument "extra"`},
 		{[]string{"--config", "/nonexistent/relay.json"}, "failed to read config"},

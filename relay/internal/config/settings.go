@@ -40,20 +40,40 @@ var settings = []setting{
 	{"methodResponseTimeout", "method-timeout", "DURATION", "", "tunnelOpen responseTimeoutInSeconds, 5s..300s (default 15s)"},
 	{"sessionWaitTimeout", "session-wait", "DURATION", "", "how long a player waits for the module's websocket before it is disconnected (default 20s)"},
 	{"tokenTTL", "token-ttl", "DURATION", "", "lifetime of a session's single-use token (default 20s)"},
-	{"maxSessionsPerCamera", "max-sessions", "N", "", "concurrent player sessions per camera, 0 = no limit (default 16)"},
+	{"rtspListen", "rtsp-listen", "ADDR", "", "RTSP listener for shared cameras, routed by path rtsp://<host>:<port>/<camera name> (default \":8554\")"},
+	{"rtspsListen", "rtsps-listen", "ADDR", "", "RTSPS (RTSP over TLS) listener with the websocket endpoint's certificate; empty disables (default empty)"},
+	{"realm", "realm", "NAME", "", "authentication realm players see; users' ha1 values are bound to it (default \"rtsptunnel\")"},
+	{"allowAnonymous", "allow-anonymous", "", "", "let players watch without credentials (logged loudly at start-up); default false"},
+	{"users", "", "", "", "accounts that may watch: [{\"name\",\"ha1\",\"hash\"}], made by relay hash-password; config file only"},
+	{"users[].name", "", "", "", "user name: 1..64 letters, digits, . _ @ -"},
+	{"users[].ha1", "", "", "", "MD5(name:realm:password) in hex, for RTSP Digest; password-equivalent for this realm (see SECURITY.md)"},
+	{"users[].hash", "", "", "", "bcrypt or argon2id hash of the password, for Basic (RTSPS only)"},
+	{"linger", "linger", "DURATION", "", "how long a shared camera's tunnel stays open after its last viewer left (default 10s)"},
+	{"reconnectWindow", "reconnect-window", "DURATION", "", "how long viewers wait while a shared upstream reconnects after the tunnel or camera dropped; 0 ends them at once (default 30s)"},
+	{"idleTimeout", "idle-timeout", "DURATION", "", "end an upstream or passthrough session that received nothing from the camera for this long, 1s..1h (default 20s)"},
+	{"maxSessionDuration", "max-session-duration", "DURATION", "", "end a player's session after this long; 0 = no limit (default 0)"},
+	{"maxPlayersPerCamera", "max-players-per-camera", "N", "", "concurrent players per camera, 0 = no limit (default 32)"},
+	{"maxPlayers", "max-players", "N", "", "concurrent players in total, 0 = no limit (default 256)"},
+	{"pingInterval", "ping-interval", "DURATION", "", "websocket ping to each module this often; 0 disables (default 10s)"},
+	{"pingTimeout", "ping-timeout", "DURATION", "", "a module that does not answer a ping within this is taken for dead: dead peers are found within pingInterval+pingTimeout (default 10s)"},
 	{"logLevel", "log-level", "LEVEL", "", "debug, info, warn or error (default info)"},
 	{"iotHub.auth", "iothub-auth", "MODE", "", "sas (service connection string) or entra (Microsoft Entra ID, azidentity default credential chain, scope https://iothubs.azure.net/.default); default: sas when a connection string is set, else entra"},
 	{"iotHub.connectionString", "iothub-connection-string", "STRING", "IOTHUB_SERVICE_CONNECTION_STRING", "IoT Hub service connection string HostName=..;SharedAccessKeyName=..;SharedAccessKey=.. (policy with ServiceConnect); prefer the environment variable, flags are visible to other users"},
 	{"iotHub.serviceURL", "iothub-service-url", "URL", "IOTHUB_SERVICE_URL", "IoT Hub REST base URL replacing https://<iotHubHost>, e.g. the emulator's https://127.0.0.2:44321"},
 	{"iotHub.caFile", "iothub-ca-file", "FILE", "IOTHUB_CA_FILE", "PEM bundle trusted for the IoT Hub REST API in addition to the system roots"},
-	{"cameras", "camera", "SPEC", "", "a camera as comma-separated key=value pairs with the cameras[] keys below, e.g. name=cam1,deviceId=edge1,moduleId=rtsptunnel,localPort=554,listen=127.0.0.1:8554; repeatable; replaces the config file's cameras"},
+	{"cameras", "camera", "SPEC", "", "a camera as comma-separated key=value pairs with the cameras[] keys below, e.g. name=door,deviceId=edge1,moduleId=rtsptunnel,localPort=554,rtspPath=stream1,users=alice+bob (users separated by +); repeatable; replaces the config file's cameras"},
 	{"cameras[].name", "", "", "", "camera name for logs, metrics and the ready line (letters, digits, . _ -); required, unique"},
 	{"cameras[].iotHubHost", "", "", "", "IoT Hub host name, e.g. myhub.azure-devices.net; default: the connection string's HostName"},
 	{"cameras[].deviceId", "", "", "", "device id of the IoT Edge device (or plain device); required"},
 	{"cameras[].moduleId", "", "", "", "module id of the rtsptunnel module; empty calls the method on the device itself"},
 	{"cameras[].localPort", "", "", "", "tunnelOpen localPort, the module's key for this camera, 1..65535; required"},
-	{"cameras[].rtspPath", "", "", "", "the camera's stream path, only used to print a complete rtspURL in the ready line"},
-	{"cameras[].listen", "", "", "", "TCP address where players connect for this camera, e.g. 127.0.0.1:8554 (port 0 picks a free port); required"},
+	{"cameras[].mode", "", "", "", "shared (default): one tunnel and one RTSP session to the camera, fanned out to every viewer; passthrough: one tunnel per player, bytes spliced unchanged"},
+	{"cameras[].rtspPath", "", "", "", "the camera's own stream path, e.g. stream1; shared mode requests it through the tunnel"},
+	{"cameras[].username", "", "", "", "the camera's own RTSP user (shared mode)"},
+	{"cameras[].passwordEnv", "", "", "", "environment variable holding the camera's own RTSP password (shared mode; never logged)"},
+	{"cameras[].passwordFile", "", "", "", "file holding the camera's own RTSP password (shared mode; never logged)"},
+	{"cameras[].users", "", "", "", "who may watch: user names, or \"*\" for every user; required unless allowAnonymous"},
+	{"cameras[].listen", "", "", "", "passthrough mode only: TCP address where players connect for this camera, e.g. 127.0.0.1:8555 (port 0 picks a free port)"},
 }
 
 // Load builds the configuration from args (the command line without the
@@ -125,7 +145,37 @@ func Load(args []string, getenv func(string) string, out io.Writer) (*Config, er
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
+	if err := cfg.loadSecrets(getenv); err != nil {
+		return nil, err
+	}
 	return cfg, nil
+}
+
+// loadSecrets reads each camera's password from its passwordEnv or
+// passwordFile. Errors name the setting, never the value.
+func (c *Config) loadSecrets(getenv func(string) string) error {
+	var errs []error
+	for i := range c.Cameras {
+		cam := &c.Cameras[i]
+		switch {
+		case cam.PasswordEnv != "":
+			cam.password = getenv(cam.PasswordEnv)
+			if cam.password == "" {
+				errs = append(errs, fmt.Errorf("cameras[%d].passwordEnv: environment variable %s is unset or empty", i, cam.PasswordEnv))
+			}
+		case cam.PasswordFile != "":
+			b, err := os.ReadFile(cam.PasswordFile)
+			if err != nil {
+				errs = append(errs, fmt.Errorf("cameras[%d].passwordFile: %w", i, err))
+				continue
+			}
+			cam.password = strings.TrimRight(string(b), "\r\n")
+			if cam.password == "" {
+				errs = append(errs, fmt.Errorf("cameras[%d].passwordFile: %s is empty", i, cam.PasswordFile))
+			}
+		}
+	}
+	return errors.Join(errs...)
 }
 
 // Decode decodes a JSON config file over cfg (which normally holds the
@@ -158,13 +208,17 @@ func ParseCamera(spec string) (Camera, error) {
 		if !ok {
 			return cam, fmt.Errorf("%s: unknown setting", k)
 		}
-		if reflect.TypeFor[Camera]().Field(i).Type.Kind() == reflect.Int {
+		switch reflect.TypeFor[Camera]().Field(i).Type.Kind() {
+		case reflect.Slice:
+			obj[k] = strings.Split(v, "+")
+			continue
+		case reflect.Int:
 			n, err := strconv.Atoi(v)
 			if err != nil {
 				return cam, fmt.Errorf("%s: must be an integer, got %q", k, v)
 			}
 			obj[k] = n
-		} else {
+		default:
 			obj[k] = v
 		}
 	}
@@ -264,11 +318,24 @@ const Example = `{
   "websocketListen": ":8443",
   "tlsCertFile": "/etc/relay/tls.crt",
   "tlsKeyFile": "/etc/relay/tls.key",
+  "rtspListen": ":8554",
+  "rtspsListen": ":8322",
   "metricsListen": "127.0.0.1:9601",
+  "realm": "rtsptunnel",
+  "users": [
+    {"name": "alice", "ha1": "db0b043deb53edb1d118a2fc924c8d53",
+     "hash": "$2a$12$Bi.07NpugoWngIQOEbRr.uoq5xRwrZB5/caqkIGWoSKnvh3HzcGX2"}
+  ],
+  "linger": "10s",
+  "reconnectWindow": "30s",
+  "idleTimeout": "20s",
+  "maxPlayersPerCamera": 32,
+  "maxPlayers": 256,
+  "pingInterval": "10s",
+  "pingTimeout": "10s",
   "methodResponseTimeout": "15s",
   "sessionWaitTimeout": "20s",
   "tokenTTL": "20s",
-  "maxSessionsPerCamera": 16,
   "logLevel": "info",
   "iotHub": {
     "auth": "sas",
@@ -278,24 +345,30 @@ const Example = `{
   },
   "cameras": [
     {"name": "door", "iotHubHost": "myhub.azure-devices.net", "deviceId": "edge1",
-     "moduleId": "rtsptunnel", "localPort": 554, "rtspPath": "stream1", "listen": "127.0.0.1:8554"},
-    {"name": "yard", "deviceId": "pi-yard", "moduleId": "", "localPort": 554, "listen": "127.0.0.1:8555"}
+     "moduleId": "rtsptunnel", "localPort": 554, "rtspPath": "stream1",
+     "username": "viewer", "passwordEnv": "DOOR_CAMERA_PASSWORD", "users": ["alice"]},
+    {"name": "yard", "deviceId": "pi-yard", "moduleId": "", "localPort": 554,
+     "mode": "passthrough", "listen": "127.0.0.1:8555", "users": ["*"]}
   ]
 }`
 
 func writeUsage(out io.Writer, fs *flag.FlagSet) {
 	fmt.Fprint(out, `Usage: relay [flags]
 
-relay is the self-hosted cloud side of rtsptunnel. It serves ordinary RTSP
-players on one TCP port per camera. For each player connection it mints a
-session (a single-use bearer token and the URL <publicURL>/tunnels/<id>),
-calls the tunnelOpen direct method on the camera's rtsptunnel module through
-the IoT Hub service REST API, waits for the module's websocket, checks the
-token (a missing, wrong, reused or expired token gets HTTP 401), and then
-splices the player's TCP stream and the websocket's binary messages unchanged.
-When the tunnel cannot be opened the player gets "RTSP/1.0 503 Service
-Unavailable" to its first request (if it sent one) and is disconnected, and
-one log line gives the method's status and body.
+relay is the self-hosted cloud side of rtsptunnel: a small media gateway for
+cameras behind NAT. Players connect to rtsp://<host>:<rtspListen port>/<camera
+name> (or RTSPS) and authenticate (Digest; Basic only over RTSPS). The first
+viewer of a shared camera makes the relay mint a session (a single-use bearer
+token and the URL <publicURL>/tunnels/<id>), call the tunnelOpen direct
+method on the camera's rtsptunnel module through the IoT Hub service REST
+API, wait for the module's websocket, check the token (a missing, wrong,
+reused or expired token gets HTTP 401), and read the camera through the
+tunnel as an RTSP client; every further viewer joins that stream. The tunnel
+closes a linger after the last viewer leaves. Passthrough cameras keep a port
+of their own and one tunnel per player, spliced byte for byte.
+
+Subcommand: relay hash-password --user NAME [--realm REALM] prints a users[]
+entry (ha1 and hash) for the password read from standard input.
 
 Settings are applied in the order: defaults, --config file, environment,
 flags.
@@ -349,7 +422,8 @@ Output: logs are JSON lines on stderr (tokens are never logged). When every
 listener is up, one JSON line is written to stdout, for example:
   {"ready":true,"websocketURL":"wss://127.0.0.1:8443","websocketListen":"127.0.0.1:8443",
    "metricsURL":"http://127.0.0.1:9601/metrics","caFile":"/tmp/relay-ca-123.pem",
-   "cameras":[{"name":"door","listen":"127.0.0.1:8554","rtspURL":"rtsp://127.0.0.1:8554/stream1"}]}
+   "rtspListen":"127.0.0.1:8554","rtspsListen":"127.0.0.1:8322",
+   "cameras":[{"name":"door","mode":"shared","rtspURL":"rtsp://127.0.0.1:8554/door"}]}
 metricsURL and caFile are omitted when not applicable.
 
 SIGTERM or SIGINT stops the listeners, closes every session and exits 0.

@@ -239,8 +239,11 @@ func TestSpliceEcho(t *testing.T) {
 	if got := testutil.ToFloat64(h.srv.Metrics.SessionsTotal.WithLabelValues("cam1", "ok")); got != 1 {
 		t.Fatalf("relay_sessions_total{ok} = %v", got)
 	}
-	if got := testutil.ToFloat64(h.srv.Metrics.BytesTotal.WithLabelValues("to_player")); got != total {
-		t.Fatalf("relay_bytes_total{to_player} = %v, want %v", got, total)
+	if got := testutil.ToFloat64(h.srv.Metrics.PlayerBytes.WithLabelValues("cam1")); got != total {
+		t.Fatalf("relay_player_bytes_total = %v, want %v", got, total)
+	}
+	if got := testutil.ToFloat64(h.srv.Metrics.EdgeBytes.WithLabelValues("cam1", "from_camera")); got != total {
+		t.Fatalf("relay_edge_bytes_total{from_camera} = %v, want %v", got, total)
 	}
 	if got := testutil.ToFloat64(h.srv.Metrics.SessionsActive); got != 0 {
 		t.Fatalf("relay_sessions_active = %v after the session", got)

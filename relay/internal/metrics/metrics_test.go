@@ -14,7 +14,10 @@ func TestLint(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	m.InitCamera("cam1")
+	m.InitCamera("cam1", true)
+	m.SetUpstreamState("cam1", StateLive)
+	m.UpstreamOpen.WithLabelValues("cam1").Observe(0.3)
+	m.PlayerJoin.WithLabelValues("cam1").Observe(0.01)
 	m.SessionsTotal.WithLabelValues("cam1", OutcomeOK).Inc()
 	m.MethodCalls.WithLabelValues(MethodStatus(200, 200)).Inc()
 	m.OpenDuration.Observe(0.2)
@@ -29,8 +32,9 @@ func TestLint(t *testing.T) {
 		t.Fatal("registering twice succeeded")
 	}
 	want := `
-# HELP relay_sessions_total Player sessions ended, by camera and outcome.
+# HELP relay_sessions_total Tunnel sessions (tunnelOpen calls) ended, by camera and outcome.
 # TYPE relay_sessions_total counter
+relay_sessions_total{camera="cam1",outcome="canceled"} 0
 relay_sessions_total{camera="cam1",outcome="error"} 0
 relay_sessions_total{camera="cam1",outcome="method_error"} 0
 relay_sessions_total{camera="cam1",outcome="method_failed"} 0
@@ -41,6 +45,17 @@ relay_sessions_total{camera="cam1",outcome="shutdown"} 0
 relay_sessions_total{camera="cam1",outcome="timeout"} 0
 `
 	if err := testutil.GatherAndCompare(reg, strings.NewReader(want), "relay_sessions_total"); err != nil {
+		t.Fatal(err)
+	}
+	want = `
+# HELP relay_upstream_state 1 for the shared upstream's current state (idle, opening, live, reconnecting), by camera.
+# TYPE relay_upstream_state gauge
+relay_upstream_state{camera="cam1",state="idle"} 0
+relay_upstream_state{camera="cam1",state="live"} 1
+relay_upstream_state{camera="cam1",state="opening"} 0
+relay_upstream_state{camera="cam1",state="reconnecting"} 0
+`
+	if err := testutil.GatherAndCompare(reg, strings.NewReader(want), "relay_upstream_state"); err != nil {
 		t.Fatal(err)
 	}
 }

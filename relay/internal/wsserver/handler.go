@@ -6,6 +6,7 @@ import (
 	"net"
 	"net/http"
 	"strings"
+	"time"
 
 	"github.com/coder/websocket"
 
@@ -28,9 +29,25 @@ type Handler struct {
 	// Prefix is the path of the public URL ("" or e.g. "/relay"); tunnels
 	// are served at Prefix + "/tunnels/<id>".
 	Prefix string
-	// Logger receives one line per refused or failed module connection.
-	// Required.
+	// Logger receives one line per refused or failed module connection,
+	// and one per module found unresponsive. Required.
 	Logger *slog.Logger
+	// PingInterval is the time between websocket pings to each module;
+	// 0 disables pings. A module that vanished without closing its
+	// connection (no FIN, no RST) is detected within PingInterval +
+	// PingTimeout: its connection is aborted, and the Conn's blocked and
+	// later calls fail with an error wrapping ErrDeadPeer.
+	//
+	// The pong is read by whoever is reading the Conn, so this assumes the
+	// consumer keeps a Read or WriteTo pending, as the relay's core always
+	// does. A consumer that stops reading for longer than PingTimeout (for
+	// instance blocked writing to a frozen player) is treated as dead too,
+	// which is what the relay wants: that tunnel is stuck either way.
+	PingInterval time.Duration
+	// PingTimeout is how long to wait for each pong; 0 means PingInterval.
+	// coder/websocket gives up writing a ping after 5 s of its own, so
+	// values above 5 s only lengthen the wait for the pong.
+	PingTimeout time.Duration
 }
 
 // ServeHTTP serves one module websocket; for an accepted one it returns when
@@ -56,7 +73,11 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			"connection_source", r.Header.Get("TunnelConnectionSource"))
 		// r.Context() lives until ServeHTTP returns, which is after the
 		// tunnel has ended: AcceptModule blocks until then.
-		return newCorkedConn(r.Context(), ws, spy.conn), nil
+		return newCorkedConn(r.Context(), ws, spy.conn, pingOptions{
+			interval: h.PingInterval,
+			timeout:  h.PingTimeout,
+			log:      log,
+		}), nil
 	})
 	switch {
 	case errors.Is(err, token.ErrInvalid):

@@ -27,6 +27,13 @@ import (
 //     to five seconds); CloseGoingAway sends 1001 instead.
 //   - The context passed to NewConn bounds the connection: when it is done,
 //     the connection is closed underneath and reads and writes fail.
+//   - Served by a Handler with PingInterval set, the module is pinged and
+//     must answer within PingTimeout (the pong is read by whoever is in Read
+//     or WriteTo, so the caller keeps a read pending). Otherwise the
+//     connection is aborted and blocked and later calls fail with an error
+//     wrapping ErrDeadPeer. Close and CloseGoingAway also wait for the
+//     pinging goroutine, which ends with the websocket; no goroutine is
+//     started without pings.
 //   - Deadlines work as in websocket.NetConn: a deadline that expires while
 //     no call is blocked makes the next calls fail; one that expires during
 //     a blocked Read or Write closes the whole connection. Either way the
@@ -52,25 +59,33 @@ type Conn struct {
 	writeMu sync.Mutex
 
 	rd, wd deadline
+
+	// Liveness (ping.go). Static after construction, except dead.
+	stopPings   func()        // ends the ping loop; safe to call twice
+	pingsDone   chan struct{} // closed when the ping loop has exited; nil without pings
+	pingTimeout time.Duration // for ErrDeadPeer's message
+	dead        atomic.Bool   // set by the ping loop before it aborts
 }
 
 // NewConn wraps ws; ctx bounds the connection's lifetime.
 func NewConn(ctx context.Context, ws *websocket.Conn) *Conn {
-	return newConn(ctx, ws, nil)
+	return newConn(ctx, ws, nil, pingOptions{})
 }
 
 // newCorkedConn is NewConn for a websocket served over conn (as hijacked):
 // when conn was accepted by Listener, each Write leaves in one system call,
-// and the connection can be aborted without a close handshake.
-func newCorkedConn(ctx context.Context, ws *websocket.Conn, conn net.Conn) *Conn {
-	return newConn(ctx, ws, findCork(conn))
+// and the connection can be aborted without a close handshake. p starts
+// pings.
+func newCorkedConn(ctx context.Context, ws *websocket.Conn, conn net.Conn, p pingOptions) *Conn {
+	return newConn(ctx, ws, findCork(conn), p)
 }
 
-func newConn(ctx context.Context, ws *websocket.Conn, cork *corkConn) *Conn {
+func newConn(ctx context.Context, ws *websocket.Conn, cork *corkConn, p pingOptions) *Conn {
 	ws.SetReadLimit(-1) // messages are streamed, never buffered whole
 	c := &Conn{ws: ws, cork: cork}
 	c.rd.abort, c.wd.abort = c.abort, c.abort
 	c.watch = context.AfterFunc(ctx, c.abort)
+	c.startPings(ctx, p)
 	return c
 }
 
@@ -121,7 +136,7 @@ func (c *Conn) Read(p []byte) (n int, err error) {
 	if err := c.rd.begin(); err != nil {
 		return 0, err
 	}
-	defer func() { err = c.rd.end(err) }()
+	defer func() { err = c.deadErr(c.rd.end(err)) }()
 	for {
 		if err := c.message(); err != nil {
 			return 0, err
@@ -152,7 +167,7 @@ func (c *Conn) WriteTo(w io.Writer) (total int64, err error) {
 	if err := c.rd.begin(); err != nil {
 		return 0, err
 	}
-	defer func() { err = c.rd.end(err) }()
+	defer func() { err = c.deadErr(c.rd.end(err)) }()
 	for {
 		if err := c.message(); err == io.EOF {
 			return total, nil
@@ -207,7 +222,7 @@ func (c *Conn) Write(p []byte) (n int, err error) {
 	if err := c.wd.begin(); err != nil {
 		return 0, err
 	}
-	defer func() { err = c.wd.end(err) }()
+	defer func() { err = c.deadErr(c.wd.end(err)) }()
 	if c.cork != nil {
 		c.cork.cork()
 	}
@@ -223,22 +238,37 @@ func (c *Conn) Write(p []byte) (n int, err error) {
 	return len(p), nil
 }
 
-// Close sends close code 1000 and waits for the module's answer.
+// Close sends close code 1000 and waits for the module's answer, then for
+// the ping goroutine.
 func (c *Conn) Close() error {
 	c.stop()
-	return c.ws.Close(websocket.StatusNormalClosure, "")
+	err := c.ws.Close(websocket.StatusNormalClosure, "")
+	c.waitPings()
+	return err
 }
 
-// CloseGoingAway closes with code 1001: the relay is shutting down.
+// CloseGoingAway closes with code 1001: the relay is shutting down. It
+// waits as Close does.
 func (c *Conn) CloseGoingAway() error {
 	c.stop()
-	return c.ws.Close(websocket.StatusGoingAway, "relay shutting down")
+	err := c.ws.Close(websocket.StatusGoingAway, "relay shutting down")
+	c.waitPings()
+	return err
 }
 
 func (c *Conn) stop() {
 	c.watch()
+	c.stopPings()
 	c.rd.set(time.Time{})
 	c.wd.set(time.Time{})
+}
+
+// waitPings waits for the ping loop to exit. Called after the websocket has
+// closed, which ends a ping waiting for its pong.
+func (c *Conn) waitPings() {
+	if c.pingsDone != nil {
+		<-c.pingsDone
+	}
 }
 
 // LocalAddr implements net.Conn: the address of the connection under TLS.

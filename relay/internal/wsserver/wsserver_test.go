@@ -52,11 +52,17 @@ func serve(t *testing.T, prefix string, accept func(string, string, func() (net.
 	t.Helper()
 	logs := &syncBuffer{}
 	h := &Handler{Acceptor: fakeAcceptor{accept}, Prefix: prefix, Logger: slog.New(slog.NewJSONHandler(logs, nil))}
+	return serveHandler(t, h), logs
+}
+
+// serveHandler serves h as the relay does and returns the ws:// base URL.
+func serveHandler(t *testing.T, h *Handler) string {
+	t.Helper()
 	srv := httptest.NewUnstartedServer(h)
 	srv.Listener = Listener(srv.Listener) // as the relay serves
 	srv.Start()
 	t.Cleanup(srv.Close)
-	return "ws" + strings.TrimPrefix(srv.URL, "http"), logs
+	return "ws" + strings.TrimPrefix(srv.URL, "http")
 }
 
 func dial(ctx context.Context, url, tok string) (*websocket.Conn, *http.Response, error) {

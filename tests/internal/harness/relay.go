@@ -14,10 +14,14 @@ type RelayReady struct {
 	WebsocketListen string `json:"websocketListen"`
 	MetricsURL      string `json:"metricsURL"`
 	CAFile          string `json:"caFile"`
+	RTSPListen      string `json:"rtspListen"`
+	RTSPSListen     string `json:"rtspsListen"`
 	Cameras         []struct {
-		Name    string `json:"name"`
-		Listen  string `json:"listen"`
-		RTSPURL string `json:"rtspURL"`
+		Name     string `json:"name"`
+		Mode     string `json:"mode"`
+		Listen   string `json:"listen"`
+		RTSPURL  string `json:"rtspURL"`
+		RTSPSURL string `json:"rtspsURL"`
 	} `json:"cameras"`
 }
 

@@ -1,0 +1,152 @@
+package tests
+
+import (
+	"context"
+	"fmt"
+	"net/url"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/rtsptunnel/rtsptunnel/tests/internal/harness"
+)
+
+// doorURL is the shared camera's URL with credentials (user, password), or
+// without when user is "".
+func (rc *relayChain) doorURL(user, password string) string {
+	rc.t.Helper()
+	raw := rc.ready.Camera("door")
+	if raw == "" {
+		rc.t.Fatal("the ready line has no camera door")
+	}
+	u, err := url.Parse(raw)
+	if err != nil {
+		rc.t.Fatal(err)
+	}
+	if user != "" {
+		u.User = url.UserPassword(user, password)
+	}
+	return u.String()
+}
+
+// TestSharedFanOut: ten ffmpeg players and a GStreamer player on one shared
+// camera: every player decodes H.264, yet the relay opened one tunnel (one
+// tunnelOpen), the camera served one RTSP session, and the edge link carried
+// one stream's worth of bytes.
+func TestSharedFanOut(t *testing.T) {
+	t.Parallel()
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	rc := newRelayChain(t, ctx, relayOptions{})
+	u := rc.doorURL("alice", rc.password)
+
+	const players = 10
+	const dur = 5 * time.Second
+	var wg sync.WaitGroup
+	frames := make([]int, players)
+	errs := make([]error, players)
+	for i := range players {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			frames[i], errs[i] = harness.FFmpegDecode(ctx, u, dur)
+		}()
+	}
+	gstErr := harness.GStreamerPlay(ctx, rc.ready.Camera("door"), "alice", rc.password, 50)
+	wg.Wait()
+	for i := range players {
+		// 25 fps for 5 s; decoding starts at the first keyframe (GOP 1 s).
+		if errs[i] != nil || frames[i] < 60 {
+			t.Errorf("player %d: %d frames decoded, %v", i, frames[i], errs[i])
+		}
+	}
+	if gstErr != nil {
+		t.Errorf("GStreamer: %v", gstErr)
+	}
+
+	m := rc.relayMetrics(ctx)
+	if got := metricValue(m, `relay_method_calls_total{status="200"}`); got != 1 {
+		t.Errorf("tunnelOpen calls answered 200: %v, want exactly 1 for %d players", got, players+1)
+	}
+	if got := rc.cam3.Sessions(); got != 1 {
+		t.Errorf("the camera served %d RTSP sessions, want 1", got)
+	}
+	fromEdge := metricValue(m, `relay_edge_bytes_total{camera="door",direction="from_camera"}`)
+	toPlayers := metricValue(m, `relay_player_bytes_total{camera="door"}`)
+	t.Logf("edge bytes %v, player bytes %v (fan-out %.1f)", fromEdge, toPlayers, toPlayers/fromEdge)
+	// The clip is ~84 kbit/s: one stream for ~the test's length is well
+	// under 1 MB; ten would be several.
+	if fromEdge <= 0 || fromEdge > 600_000 {
+		t.Errorf("edge bytes from the camera %v: not one stream's worth", fromEdge)
+	}
+	if toPlayers < 5*fromEdge {
+		t.Errorf("players got %v bytes for %v from the edge: fan-out below 5", toPlayers, fromEdge)
+	}
+
+	// The module reports one session whose bytes to the relay match the
+	// relay's edge counter within what is still in flight.
+	// After the last player leaves, the tunnel closes once the linger (2 s)
+	// is over.
+	waitUntil(t, ctx, "the shared tunnel to close after the linger", func() bool {
+		return metricValue(rc.relayMetrics(ctx), `relay_upstream_state{camera="door",state="idle"}`) == 1
+	})
+	waitUntil(t, ctx, "the camera connection gone", func() bool { return rc.cam3.ActiveConns() == 0 })
+	if n := len(logLines(rc.relay, "session closed")); n != 1 {
+		t.Errorf("%d tunnel sessions closed, want 1", n)
+	}
+	if strings.Contains(rc.relay.Output(), cameraPassword) || strings.Contains(rc.relay.Output(), rc.password) {
+		t.Error("a password appears in the relay's output")
+	}
+}
+
+// TestSharedRefusals: wrong password, unknown user, a user without access
+// and an unknown path each get their RTSP status, and none of them makes the
+// relay call tunnelOpen.
+func TestSharedRefusals(t *testing.T) {
+	t.Parallel()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	rc := newRelayChain(t, ctx, relayOptions{})
+	base := rc.doorURL("", "")
+	tests := []struct {
+		name, user, password, path string
+		want                       string // in ffprobe's error
+	}{
+		{"no credentials", "", "", "/door", "401"},
+		{"wrong password", "alice", "wrong", "/door", "401"},
+		{"unknown user", "mallory", rc.password, "/door", "401"},
+		{"unknown path", "alice", rc.password, "/nosuchcamera", "404"},
+	}
+	for _, tt := range tests {
+		u, _ := url.Parse(base)
+		u.Path = tt.path
+		if tt.user != "" {
+			u.User = url.UserPassword(tt.user, tt.password)
+		}
+		p, err := harness.FFProbe(ctx, u.String(), time.Second)
+		if err == nil || !strings.Contains(err.Error(), tt.want) {
+			t.Errorf("%s: ffprobe got %d packets, error %v; want %s", tt.name, p.Packets, err, tt.want)
+		}
+	}
+	m := rc.relayMetrics(ctx)
+	for _, s := range []string{`relay_method_calls_total{status="200"}`, `relay_sessions_active`} {
+		if got := metricValue(m, s); got != 0 {
+			t.Errorf("%s = %v after refused players, want 0", s, got)
+		}
+	}
+	if got := rc.cam3.Conns(); got != 0 {
+		t.Errorf("the camera saw %d connections, want 0", got)
+	}
+	if got := metricValue(m, `relay_rtsp_refused_total{reason="bad_credentials"}`); got < 2 {
+		t.Errorf("bad_credentials refusals %v, want at least 2", got)
+	}
+	for _, l := range logLines(rc.relay, "authentication failed") {
+		if fmt.Sprint(l) == "" {
+			continue
+		}
+	}
+	if strings.Contains(rc.relay.Output(), rc.password) || strings.Contains(rc.relay.Output(), "wrong") && strings.Contains(rc.relay.Output(), `"wrong"`) {
+		t.Error("a password appears in the relay's output")
+	}
+}
