@@ -116,6 +116,7 @@ func TestSharedRefusals(t *testing.T) {
 		{"no credentials", "", "", "/door", "401"},
 		{"wrong password", "alice", "wrong", "/door", "401"},
 		{"unknown user", "mallory", rc.password, "/door", "401"},
+		{"user not allowed", "bob", rc.password, "/door", "403"},
 		{"unknown path", "alice", rc.password, "/nosuchcamera", "404"},
 	}
 	for _, tt := range tests {
@@ -131,7 +132,7 @@ func TestSharedRefusals(t *testing.T) {
 	}
 	m := rc.relayMetrics(ctx)
 	for _, s := range []string{`relay_method_calls_total{status="200"}`, `relay_sessions_active`} {
-		if got := metricValue(m, s); got != 0 {
+		if got := metricValue(m, s); got > 0 { // -1: no such series yet
 			t.Errorf("%s = %v after refused players, want 0", s, got)
 		}
 	}
@@ -141,12 +142,21 @@ func TestSharedRefusals(t *testing.T) {
 	if got := metricValue(m, `relay_rtsp_refused_total{reason="bad_credentials"}`); got < 2 {
 		t.Errorf("bad_credentials refusals %v, want at least 2", got)
 	}
-	for _, l := range logLines(rc.relay, "authentication failed") {
-		if fmt.Sprint(l) == "" {
-			continue
-		}
+	if got := metricValue(m, `relay_rtsp_refused_total{reason="forbidden"}`); got != 1 {
+		t.Errorf("forbidden refusals %v, want 1", got)
 	}
-	if strings.Contains(rc.relay.Output(), rc.password) || strings.Contains(rc.relay.Output(), "wrong") && strings.Contains(rc.relay.Output(), `"wrong"`) {
+	if got := metricValue(m, `relay_rtsp_refused_total{reason="not_found"}`); got != 1 {
+		t.Errorf("not_found refusals %v, want 1", got)
+	}
+	failed := logLines(rc.relay, "authentication failed")
+	users := map[string]bool{}
+	for _, l := range failed {
+		users[fmt.Sprint(l["user"])] = true
+	}
+	if !users["alice"] || !users["mallory"] {
+		t.Errorf("authentication failed lines name users %v, want alice (wrong password) and mallory", users)
+	}
+	if out := rc.relay.Output(); strings.Contains(out, rc.password) || strings.Contains(out, cameraPassword) {
 		t.Error("a password appears in the relay's output")
 	}
 }

@@ -87,7 +87,7 @@ func newRelayChain(t *testing.T, ctx context.Context, o relayOptions) *relayChai
 	rc.tlsArgs = []string{"--tls-cert", cert, "--tls-key", key}
 	rc.relayBin = build(t, harness.Relay)
 	rc.password = "correct horse battery staple"
-	rc.relayCfg = writeRelayUsers(t, ctx, rc.relayBin, c.dir, "alice", rc.password)
+	rc.relayCfg = writeRelayUsers(t, ctx, rc.relayBin, c.dir, rc.password, "alice", "bob")
 	rc.relayArgs = rc.args("127.0.0.1:0", "127.0.0.1:0", "127.0.0.1:0", "127.0.0.1:0", "127.0.0.1:0", "127.0.0.1:0")
 	rc.relayEnv = append(c.emu.ServiceEnv(), "DOOR_PASSWORD="+cameraPassword)
 	if o.recordHub {
@@ -162,21 +162,26 @@ const (
 	cameraPassword = "cam-secret-9f3e"
 )
 
-// writeRelayUsers makes a users[] entry with the relay's own hash-password
-// subcommand (as an operator would) and writes a config file holding it.
-func writeRelayUsers(t *testing.T, ctx context.Context, bin, dir, user, password string) string {
+// writeRelayUsers makes users[] entries with the relay's own hash-password
+// subcommand (as an operator would), all with password, and writes a config
+// file holding them.
+func writeRelayUsers(t *testing.T, ctx context.Context, bin, dir, password string, users ...string) string {
 	t.Helper()
-	cmd := exec.CommandContext(ctx, bin, "hash-password", "--user", user)
-	cmd.Stdin = strings.NewReader(password + "\n")
-	out, err := cmd.Output()
-	if err != nil {
-		t.Fatalf("relay hash-password: %v", err)
-	}
-	if strings.Contains(string(out), password) {
-		t.Fatal("hash-password printed the password")
+	var entries []string
+	for _, user := range users {
+		cmd := exec.CommandContext(ctx, bin, "hash-password", "--user", user)
+		cmd.Stdin = strings.NewReader(password + "\n")
+		out, err := cmd.Output()
+		if err != nil {
+			t.Fatalf("relay hash-password: %v", err)
+		}
+		if strings.Contains(string(out), password) {
+			t.Fatal("hash-password printed the password")
+		}
+		entries = append(entries, strings.TrimSpace(string(out)))
 	}
 	p := filepath.Join(dir, "relay-users.json")
-	if err := os.WriteFile(p, []byte(`{"users": [`+strings.TrimSpace(string(out))+`]}`), 0o600); err != nil {
+	if err := os.WriteFile(p, []byte(`{"users": [`+strings.Join(entries, ",")+`]}`), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	return p

@@ -280,7 +280,12 @@ func startRelay(t testing.TB, ctx context.Context, b moduleBehaviour) *relay {
 	cfg.IoTHub.ConnectionString = "HostName=" + hubHost + ";SharedAccessKeyName=service;SharedAccessKey=" + base64.StdEncoding.EncodeToString(hubKey)
 	cfg.IoTHub.ServiceURL = hub.srv.URL
 	cfg.IoTHub.CAFile = hub.caFile
-	cfg.Cameras = []config.Camera{{Name: "cam1", DeviceID: "edge1", ModuleID: "rtsptunnel", LocalPort: 554, RTSPPath: "stream1", Listen: "127.0.0.1:0"}}
+	// A passthrough camera open to anyone: these tests exercise tunnels and
+	// the splice; players and shared upstreams are tested in rtspserver and
+	// end to end.
+	cfg.AllowAnonymous = true
+	cfg.RTSPListen = "127.0.0.1:0"
+	cfg.Cameras = []config.Camera{{Name: "cam1", DeviceID: "edge1", ModuleID: "rtsptunnel", LocalPort: 554, RTSPPath: "stream1", Mode: config.ModePassthrough, Listen: "127.0.0.1:0"}}
 	if err := cfg.Validate(); err != nil {
 		t.Fatal(err)
 	}
@@ -373,7 +378,7 @@ func TestTunnelBytesFlow(t *testing.T) {
 	body := httpGet(t, r.app.Ready().MetricsURL)
 	for _, want := range []string{
 		`relay_sessions_total{camera="cam1",outcome="ok"} 1`,
-		`relay_bytes_total{direction="to_camera"} ` + strconv.Itoa(len(payload)),
+		`relay_edge_bytes_total{camera="cam1",direction="to_camera"} ` + strconv.Itoa(len(payload)),
 		`relay_open_duration_seconds_count 1`,
 		`relay_sessions_active 0`,
 	} {
@@ -569,7 +574,7 @@ func TestRun(t *testing.T) {
 	})
 	t.Run("bad config", func(t *testing.T) {
 		var out, errOut bytes.Buffer
-		code := Run(ctx, []string{"--insecure-ws", "--camera", "name=a,deviceId=d,localPort=0,listen=127.0.0.1:0"}, func(string) string { return "" }, &out, &errOut)
+		code := Run(ctx, []string{"--insecure-ws", "--allow-anonymous", "--camera", "name=a,deviceId=d,localPort=0,mode=passthrough,listen=127.0.0.1:0"}, func(string) string { return "" }, &out, &errOut)
 		if code != ExitUsage || !strings.Contains(errOut.String(), "cameras[0].localPort: must be 1..65535") || out.Len() != 0 {
 			t.Fatalf("exit %d, stderr %q, stdout %q", code, errOut.String(), out.String())
 		}
@@ -579,8 +584,8 @@ func TestRun(t *testing.T) {
 		defer busy.Close()
 		var out, errOut bytes.Buffer
 		env := map[string]string{"IOTHUB_SERVICE_CONNECTION_STRING": "HostName=h;SharedAccessKeyName=s;SharedAccessKey=a2V5"}
-		code := Run(ctx, []string{"--insecure-ws", "--ws-listen", "127.0.0.1:0", "--metrics-listen", "",
-			"--camera", "name=a,deviceId=d,localPort=554,listen=" + busy.Addr().String()}, func(k string) string { return env[k] }, &out, &errOut)
+		code := Run(ctx, []string{"--insecure-ws", "--allow-anonymous", "--ws-listen", "127.0.0.1:0", "--metrics-listen", "", "--rtsp-listen", "127.0.0.1:0",
+			"--camera", "name=a,deviceId=d,localPort=554,mode=passthrough,listen=" + busy.Addr().String()}, func(k string) string { return env[k] }, &out, &errOut)
 		if code != ExitFailed || !strings.Contains(errOut.String(), "camera a") {
 			t.Fatalf("exit %d, stderr %q", code, errOut.String())
 		}
@@ -596,9 +601,10 @@ func TestRun(t *testing.T) {
 		}
 		codec := make(chan int, 1)
 		go func() {
-			codec <- Run(runCtx, []string{"--self-signed", "--ws-listen", "127.0.0.1:0", "--metrics-listen", "127.0.0.1:0",
-				"--camera", "name=door,deviceId=edge1,moduleId=rtsptunnel,localPort=554,listen=127.0.0.1:0,rtspPath=stream1",
-				"--camera", "name=yard,deviceId=pi,localPort=554,listen=127.0.0.1:0"}, func(k string) string { return env[k] }, pw, &errOut)
+			codec <- Run(runCtx, []string{"--self-signed", "--allow-anonymous", "--ws-listen", "127.0.0.1:0", "--metrics-listen", "127.0.0.1:0",
+				"--rtsp-listen", "127.0.0.1:0", "--rtsps-listen", "127.0.0.1:0",
+				"--camera", "name=door,deviceId=edge1,moduleId=rtsptunnel,localPort=554,rtspPath=stream1",
+				"--camera", "name=yard,deviceId=pi,localPort=554,mode=passthrough,listen=127.0.0.1:0"}, func(k string) string { return env[k] }, pw, &errOut)
 			pw.Close()
 		}()
 		line, err := bufio.NewReader(pr).ReadString('\n')
@@ -611,8 +617,10 @@ func TestRun(t *testing.T) {
 		}
 		if !ready.Ready || !strings.HasPrefix(ready.WebsocketURL, "wss://127.0.0.1:") || ready.CAFile == "" ||
 			!strings.HasPrefix(ready.MetricsURL, "http://127.0.0.1:") || len(ready.Cameras) != 2 ||
-			ready.Cameras[0].Name != "door" || !strings.HasSuffix(ready.Cameras[0].RTSPURL, "/stream1") ||
-			!strings.HasPrefix(ready.Cameras[1].RTSPURL, "rtsp://127.0.0.1:") {
+			ready.Cameras[0].Name != "door" || ready.Cameras[0].RTSPURL != "rtsp://"+ready.RTSPListen+"/door" ||
+			ready.Cameras[0].RTSPSURL != "rtsps://"+ready.RTSPSListen+"/door" || ready.Cameras[0].Mode != "shared" ||
+			ready.Cameras[1].Mode != "passthrough" || !strings.HasPrefix(ready.Cameras[1].RTSPURL, "rtsp://127.0.0.1:") ||
+			!strings.HasSuffix(ready.Cameras[1].RTSPURL, "/") {
 			t.Fatalf("ready line %s", line)
 		}
 		// The CA file verifies the websocket endpoint's certificate.

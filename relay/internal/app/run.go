@@ -107,7 +107,7 @@ SECURITY.md); the hash serves Basic over RTSPS.
 	}
 	password := strings.TrimRight(line, "\r\n")
 	if password == "" {
-		fmt.Fprintln(stderr, "relay hash-password: empty password: write it to standard input, e.g. printf '%s' \"$PASSWORD\" | relay hash-password --user alice")
+		fmt.Fprintln(stderr, "relay hash-password: empty password: write it to standard input, e.g. echo \"$PASSWORD\" | relay hash-password --user alice")
 		return ExitUsage
 	}
 	u, err := auth.HashPassword(*user, *realm, password)

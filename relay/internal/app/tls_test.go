@@ -75,7 +75,8 @@ func TestWebsocketTLSModes(t *testing.T) {
 			cfg := config.Default()
 			cfg.WebsocketListen, cfg.MetricsListen = "127.0.0.1:0", ""
 			cfg.IoTHub.ConnectionString = "HostName=h;SharedAccessKeyName=s;SharedAccessKey=a2V5"
-			cfg.Cameras = []config.Camera{{Name: "c", DeviceID: "d", LocalPort: 554, Listen: "127.0.0.1:0"}}
+			cfg.AllowAnonymous, cfg.RTSPListen = true, "127.0.0.1:0"
+			cfg.Cameras = []config.Camera{{Name: "c", DeviceID: "d", LocalPort: 554, Mode: config.ModePassthrough, Listen: "127.0.0.1:0"}}
 			tt.set(cfg)
 			if err := cfg.Validate(); err != nil {
 				t.Fatal(err)
@@ -134,7 +135,8 @@ func TestInitializeErrorsNameTheSetting(t *testing.T) {
 			cfg := config.Default()
 			cfg.WebsocketListen, cfg.MetricsListen = "127.0.0.1:0", ""
 			cfg.IoTHub.ConnectionString = "HostName=h;SharedAccessKeyName=s;SharedAccessKey=a2V5"
-			cfg.Cameras = []config.Camera{{Name: "c", DeviceID: "d", LocalPort: 554, Listen: "127.0.0.1:0"}}
+			cfg.AllowAnonymous, cfg.RTSPListen = true, "127.0.0.1:0"
+			cfg.Cameras = []config.Camera{{Name: "c", DeviceID: "d", LocalPort: 554, Mode: config.ModePassthrough, Listen: "127.0.0.1:0"}}
 			tt.set(cfg)
 			a := &App{Config: cfg, Logger: slog.New(slog.NewTextHandler(io.Discard, nil)), Registry: prometheus.NewRegistry()}
 			err := a.Initialize()
