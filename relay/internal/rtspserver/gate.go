@@ -389,6 +389,11 @@ func readGateLine(br *bufio.Reader, raw []byte) (line, rawOut []byte, err error)
 			line = bytes.TrimSuffix(raw[start:len(raw)-1], []byte("\r"))
 			return line, raw, nil
 		case errors.Is(err, bufio.ErrBufferFull):
+			if len(raw) >= gateMaxHeader {
+				// Whatever comes next makes the line too long; do not
+				// wait for it.
+				return nil, raw, fmt.Errorf("%w: header over %d bytes", errGateBadRequest, gateMaxHeader)
+			}
 		default:
 			return nil, raw, fmt.Errorf("failed to read the request: %w", err)
 		}

@@ -542,6 +542,7 @@ func TestGateUsers(t *testing.T) {
 			if r := wait(); r.err == nil {
 				t.Fatal("Admit admitted a user not allowed")
 			}
+			server.Close() // as the caller does
 			p.closed()
 			e.checkRefused(t, map[string]float64{metrics.RefusedForbidden: 1})
 			if !e.limiter.Allowed(loopback) {
@@ -594,6 +595,7 @@ func TestGateRateLimited(t *testing.T) {
 	if r := wait(); r.err == nil {
 		t.Fatal("Admit admitted a rate-limited player")
 	}
+	server.Close() // as the caller does
 	p.closed()
 	e.checkRefused(t, map[string]float64{metrics.RefusedRateLimited: 1})
 
@@ -848,6 +850,7 @@ func TestGateConcurrentPlayers(t *testing.T) {
 	e := newGateEnv(t, nil)
 	ctx := testContext(t)
 	var wg sync.WaitGroup
+	var waits []func() admitResult
 	for i := range 8 {
 		client, server := tcpPair(ctx, t)
 		wait := startAdmit(ctx, t, e.gate, server, false)
@@ -876,20 +879,21 @@ func TestGateConcurrentPlayers(t *testing.T) {
 				t.Error(err)
 			}
 		})
-		t.Cleanup(func() {
-			if r := wait(); r.err != nil {
-				t.Errorf("player %d: %v", i, r.err)
-			}
-		})
+		waits = append(waits, wait)
 	}
 	wg.Wait()
+	for i, wait := range waits {
+		if r := wait(); r.err != nil {
+			t.Errorf("player %d: %v", i, r.err)
+		}
+	}
 }
 
 func TestReadGateRequest(t *testing.T) {
 	tests := []struct {
 		name      string
-		in        string
-		rawLen    int // bytes of in that form the request; 0 means all
+		in        string // the request
+		after     string // bytes that follow it
 		method    string
 		cseq      string
 		authz     string
@@ -901,8 +905,8 @@ func TestReadGateRequest(t *testing.T) {
 		{name: "first Authorization counts", in: "PLAY * RTSP/1.0\r\nAuthorization: a\r\nAuthorization: b\r\n\r\n", method: "PLAY", authz: "a"},
 		{name: "folded header", in: "PLAY * RTSP/1.0\r\nAuthorization: Digest\r\n  username=\"a\"\r\n\r\n", method: "PLAY", authz: `Digest username="a"`},
 		{name: "folded duplicate ignored", in: "PLAY * RTSP/1.0\r\nAuthorization: a\r\nAuthorization: b\r\n c\r\n\r\n", method: "PLAY", authz: "a"},
-		{name: "body", in: "SET_PARAMETER * RTSP/1.0\r\nCSeq: 1\r\nContent-Length: 4\r\n\r\nx: yOPTIONS * RTSP/1.0\r\n\r\n", rawLen: 62, method: "SET_PARAMETER", cseq: "1"},
-		{name: "pipelined", in: "OPTIONS * RTSP/1.0\r\n\r\nOPTIONS * RTSP/1.0\r\n\r\n", rawLen: 22, method: "OPTIONS"},
+		{name: "body", in: "SET_PARAMETER * RTSP/1.0\r\nCSeq: 1\r\nContent-Length: 4\r\n\r\nx: y", after: "OPTIONS * RTSP/1.0\r\n\r\n", method: "SET_PARAMETER", cseq: "1"},
+		{name: "pipelined", in: "OPTIONS * RTSP/1.0\r\n\r\n", after: "OPTIONS * RTSP/1.0\r\n\r\n", method: "OPTIONS"},
 		{name: "CSeq with text is not echoed", in: "PLAY * RTSP/1.0\r\nCSeq: 1 X-Evil: y\r\n\r\n", method: "PLAY"},
 		{name: "CSeq too long", in: "PLAY * RTSP/1.0\r\nCSeq: 12345678901\r\n\r\n", method: "PLAY"},
 		{name: "CSeq with CR", in: "PLAY * RTSP/1.0\r\nCSeq: 1\rX-Evil: y\r\n\r\n", method: "PLAY"},
@@ -914,7 +918,8 @@ func TestReadGateRequest(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			req, err := readGateRequest(bufio.NewReader(strings.NewReader(tc.in)))
+			br := bufio.NewReader(strings.NewReader(tc.in + tc.after))
+			req, err := readGateRequest(br)
 			if tc.wantError != nil {
 				if !errors.Is(err, tc.wantError) {
 					t.Fatalf("error %v, want %v", err, tc.wantError)
@@ -924,12 +929,11 @@ func TestReadGateRequest(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			rawLen := tc.rawLen
-			if rawLen == 0 {
-				rawLen = len(tc.in)
+			if string(req.raw) != tc.in {
+				t.Fatalf("raw %q, want %q", req.raw, tc.in)
 			}
-			if string(req.raw) != tc.in[:rawLen] {
-				t.Fatalf("raw %q, want %q", req.raw, tc.in[:rawLen])
+			if rest, _ := io.ReadAll(br); string(rest) != tc.after {
+				t.Fatalf("left %q unread, want %q", rest, tc.after)
 			}
 			if req.method != tc.method || req.cseq != tc.cseq || req.authorization != tc.authz {
 				t.Fatalf("got method %q cseq %q authorization %q, want %q %q %q",

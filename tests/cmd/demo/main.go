@@ -11,6 +11,7 @@ package main
 
 import (
 	"context"
+	"crypto/rand"
 	"encoding/json"
 	"errors"
 	"flag"
@@ -21,10 +22,12 @@ import (
 	"net/http"
 	"net/url"
 	"os"
+	"os/exec"
 	"os/signal"
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -53,8 +56,8 @@ func main() {
 	fs := flag.NewFlagSet("demo", flag.ContinueOnError)
 	fs.StringVar(&o.camera, "camera", "", "host:port of your own RTSP camera (default: the built-in camera simulator)")
 	fs.StringVar(&o.cameraPath, "camera-path", camera.DefaultPath, "RTSP path on the camera, e.g. /stream1")
-	fs.StringVar(&o.user, "camera-user", "", "camera user name, passed through the tunnel by the player")
-	fs.StringVar(&o.pass, "camera-pass", "", "camera password")
+	fs.StringVar(&o.user, "camera-user", "", "camera user name: the relay's shared upstream logs in to the camera with it")
+	fs.StringVar(&o.pass, "camera-pass", "", "camera password (given to the relay through its environment, never on a command line)")
 	fs.DurationVar(&o.duration, "duration", 5*time.Second, "how much video to pull through the tunnel")
 	fs.BoolVar(&o.keep, "keep", false, "keep everything running after the summary so you can play it (ffplay, VLC) until Ctrl-C")
 	fs.StringVar(&o.workdir, "workdir", "", "folder for binaries, emulator state and logs (default: a new temporary folder, removed at the end)")
@@ -148,13 +151,34 @@ func run(ctx context.Context, o options) error {
 	defer emu.Close()
 	step("IoT Hub/edgeHub emulator: MQTT on %s, REST on %s, identities in %s", emu.MQTTAddr(), emu.HTTPSAddr(), emu.Dir())
 
+	// A viewer account for this run, made with the relay's own
+	// hash-password: the config file holds only its HA1 and bcrypt hash.
+	viewer, viewerPass := "demo", randomPassword()
+	hashCmd := exec.CommandContext(ctx, relayBin, "hash-password", "--user", viewer)
+	hashCmd.Stdin = strings.NewReader(viewerPass + "\n")
+	entry, err := hashCmd.Output()
+	if err != nil {
+		return fmt.Errorf("relay hash-password: %w", err)
+	}
+	cfgFile := filepath.Join(workdir, "relay.json")
+	if err := os.WriteFile(cfgFile, []byte(`{"users": [`+strings.TrimSpace(string(entry))+`]}`), 0o600); err != nil {
+		return err
+	}
 	rtspPath := strings.TrimPrefix(camPath, "/")
+	camSpec := fmt.Sprintf("name=demo,deviceId=%s,moduleId=%s,localPort=554,rtspPath=%s,users=%s", edgeDevice, moduleID, rtspPath, viewer)
+	relayEnv := emu.ServiceEnv()
+	if o.user != "" {
+		camSpec += ",username=" + o.user + ",passwordEnv=DEMO_CAMERA_PASSWORD"
+		relayEnv = append(relayEnv, "DEMO_CAMERA_PASSWORD="+o.pass)
+	}
 	relay, err := harness.Start(ctx, "relay", relayBin, []string{
+		"--config", cfgFile,
 		"--self-signed",
 		"--ws-listen", "127.0.0.1:0",
+		"--rtsp-listen", "127.0.0.1:0",
 		"--metrics-listen", "127.0.0.1:0",
-		"--camera", fmt.Sprintf("name=demo,deviceId=%s,moduleId=%s,localPort=554,listen=127.0.0.1:0,rtspPath=%s", edgeDevice, moduleID, rtspPath),
-	}, &harness.StartOptions{Env: emu.ServiceEnv(), Echo: echo})
+		"--camera", camSpec,
+	}, &harness.StartOptions{Env: relayEnv, Echo: echo})
 	if err != nil {
 		return err
 	}
@@ -192,41 +216,59 @@ func run(ctx context.Context, o options) error {
 	}
 	step("rtsptunnel module connected (model id %s), metrics on http://%s/metrics", emu.ModelID(edgeDevice, moduleID), metricsAddr)
 
-	if o.user != "" {
-		u, err := url.Parse(playURL)
-		if err != nil {
-			return err
-		}
-		u.User = url.UserPassword(o.user, o.pass)
-		playURL = u.String()
-	}
-	step("playing %s of video with ffprobe through relay -> wss -> module -> camera", o.duration)
-	probeCtx, cancel := context.WithTimeout(ctx, o.duration+60*time.Second)
-	probe, err := harness.FFProbe(probeCtx, playURL, o.duration)
-	cancel()
+	u, err := url.Parse(playURL)
 	if err != nil {
-		return fmt.Errorf("%w\nrelay log:\n%s\nmodule log:\n%s", err, relay.Output(), module.Output())
+		return err
 	}
-	if probe.Packets == 0 {
-		return fmt.Errorf("ffprobe read no video packets\nrelay log:\n%s\nmodule log:\n%s", relay.Output(), module.Output())
+	u.User = url.UserPassword(viewer, viewerPass)
+	playURL = u.String()
+	const players = 3
+	step("playing %s of video with %d ffprobe players at once through relay -> wss -> module -> camera (one shared tunnel)", o.duration, players)
+	probeCtx, cancel := context.WithTimeout(ctx, o.duration+60*time.Second)
+	probes := make([]harness.Probe, players)
+	errs := make([]error, players)
+	var wg sync.WaitGroup
+	for i := range players {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			probes[i], errs[i] = harness.FFProbe(probeCtx, playURL, o.duration)
+		}()
 	}
+	wg.Wait()
+	cancel()
+	probe := probes[0]
+	for i, err := range errs {
+		if err != nil {
+			return fmt.Errorf("%w\nrelay log:\n%s\nmodule log:\n%s", err, relay.Output(), module.Output())
+		}
+		if probes[i].Packets == 0 {
+			return fmt.Errorf("ffprobe read no video packets\nrelay log:\n%s\nmodule log:\n%s", relay.Output(), module.Output())
+		}
+	}
+	edgeBytes := metricSum(ctx, ready.MetricsURL, `relay_edge_bytes_total{camera="demo",direction="from_camera"}`)
+	playerBytes := metricSum(ctx, ready.MetricsURL, `relay_player_bytes_total{camera="demo"}`)
 
-	openMs := histogramMean(ctx, ready.MetricsURL, "relay_open_duration_seconds") * 1000
+	openMs := histogramMean(ctx, ready.MetricsURL, "relay_upstream_open_duration_seconds") * 1000
 	state := reportedState(ctx, emu)
 
 	fmt.Println()
-	fmt.Println("rtsptunnel demo: player -> relay -> wss -> module -> camera")
+	fmt.Println("rtsptunnel demo: players -> relay -> wss -> module -> camera")
 	if openMs >= 0 {
-		fmt.Printf("  tunnel opened in     %.0f ms (player connect to module websocket up, relay metric)\n", openMs)
+		fmt.Printf("  stream opened in     %.0f ms (first player's request to the camera's stream live through the tunnel, relay metric)\n", openMs)
 	}
-	fmt.Printf("  video received       %d packets, %d keyframes, %d bytes in %s\n", probe.Packets, probe.Keyframes, probe.Bytes, o.duration)
+	fmt.Printf("  video received       %d packets, %d keyframes, %d bytes in %s (first player; %d players)\n", probe.Packets, probe.Keyframes, probe.Bytes, o.duration, players)
+	if edgeBytes > 0 {
+		fmt.Printf("  fan-out              %.0f bytes from the edge, %.0f bytes to players (%.1fx): one stream on the site's uplink\n", edgeBytes, playerBytes, playerBytes/edgeBytes)
+	}
+	fmt.Printf("  player login         user %q, password %q (generated for this run; RTSP Digest)\n", viewer, viewerPass)
 	fmt.Printf("  bitrate              %.0f kbit/s\n", float64(probe.Bytes)*8/o.duration.Seconds()/1000)
 	fmt.Printf("  ffprobe run          %s (RTSP handshake through the tunnel + reading)\n", probe.Elapsed.Round(time.Millisecond))
 	fmt.Printf("  module twin reported %s\n", state)
 	fmt.Println()
 
 	if o.keep {
-		fmt.Printf("Everything keeps running. Play the camera through the tunnel with:\n  ffplay -rtsp_transport tcp %s\nPress Ctrl-C to stop.\n", playURL)
+		fmt.Printf("Everything keeps running. Play the camera through the tunnel with:\n  ffplay -rtsp_transport tcp '%s'\nPress Ctrl-C to stop.\n", playURL)
 		<-ctx.Done()
 	}
 	step("stopping")
@@ -259,6 +301,40 @@ func reportedState(ctx context.Context, emu *emulator.Emulator) string {
 		fmt.Fprintf(&b, "\n                       sessions %s", s)
 	}
 	return b.String()
+}
+
+// metricSum returns the value of one series on a Prometheus endpoint, or -1.
+func metricSum(ctx context.Context, metricsURL, series string) float64 {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, metricsURL, nil)
+	if err != nil {
+		return -1
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return -1
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	for _, line := range strings.Split(string(body), "\n") {
+		if v, ok := strings.CutPrefix(line, series+" "); ok {
+			f, err := strconv.ParseFloat(strings.TrimSpace(v), 64)
+			if err == nil {
+				return f
+			}
+		}
+	}
+	return -1
+}
+
+// randomPassword returns 16 random letters and digits.
+func randomPassword() string {
+	const chars = "abcdefghijkmnpqrstuvwxyzABCDEFGHJKLMNPQRSTUVWXYZ23456789"
+	b := make([]byte, 16)
+	rand.Read(b)
+	for i := range b {
+		b[i] = chars[int(b[i])%len(chars)]
+	}
+	return string(b)
 }
 
 // histogramMean returns sum/count of a histogram on a Prometheus endpoint, or -1.
