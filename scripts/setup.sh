@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # scripts/setup.sh installs what the tests and the demo need on a Debian or
-# Ubuntu machine: ffmpeg (ffprobe, libx264) and iperf3 from apt, the Go
-# modules of the workspace, and the npm packages of the interop tests.
+# Ubuntu machine: ffmpeg (ffprobe, libx264), GStreamer (rtspsrc, h264parse:
+# the second independent RTSP player of the relay's tests) and iperf3 from
+# apt, the Go modules of the workspace, and the npm packages of the interop
+# tests.
 # It only installs what is missing, so it is cheap to run again.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -9,6 +11,9 @@ cd "$(dirname "$0")/.."
 missing=()
 command -v ffprobe >/dev/null 2>&1 || missing+=(ffmpeg)
 command -v iperf3 >/dev/null 2>&1 || missing+=(iperf3)
+command -v gst-launch-1.0 >/dev/null 2>&1 || missing+=(gstreamer1.0-tools)
+gst-inspect-1.0 rtspsrc >/dev/null 2>&1 || missing+=(gstreamer1.0-plugins-good)
+gst-inspect-1.0 h264parse >/dev/null 2>&1 || missing+=(gstreamer1.0-plugins-bad)
 if [ ${#missing[@]} -gt 0 ]; then
 	echo "==> installing ${missing[*]} with apt-get"
 	sudo=""

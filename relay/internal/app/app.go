@@ -146,6 +146,7 @@ func (a *App) Initialize() (err error) {
 		SessionWait:          time.Duration(cfg.SessionWaitTimeout),
 		TokenTTL:             time.Duration(cfg.TokenTTL),
 		MaxSessionsPerCamera: cfg.MaxPlayersPerCamera,
+		IdleTimeout:          time.Duration(cfg.IdleTimeout),
 	}
 	if err := a.core.Initialize(); err != nil {
 		return err

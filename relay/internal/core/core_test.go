@@ -11,6 +11,7 @@ import (
 	"net"
 	"net/url"
 	"path"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -668,5 +669,44 @@ func TestServiceUnavailable(t *testing.T) {
 func TestInitializeChecksFields(t *testing.T) {
 	if err := (&Server{}).Initialize(); err == nil {
 		t.Fatal("Initialize accepted an empty Server")
+	}
+}
+
+// TestIdleTimeout: a passthrough session whose camera sends nothing ends
+// after IdleTimeout; one that keeps sending does not.
+func TestIdleTimeout(t *testing.T) {
+	ctx := testCtx(t)
+	var h *harness
+	h = newHarness(t, func(ctx context.Context, camera string, r OpenRequest) (OpenResult, error) {
+		cam := func(c net.Conn) { io.Copy(io.Discard, c) } // silent camera
+		if camera == "talking" {
+			cam = func(c net.Conn) {
+				for {
+					if _, err := c.Write([]byte("x")); err != nil {
+						return
+					}
+					time.Sleep(20 * time.Millisecond)
+				}
+			}
+		}
+		return h.okModule(cam)(ctx, camera, r)
+	}, func(s *Server) { s.IdleTimeout = 200 * time.Millisecond })
+	_, silentDone := h.play(ctx, "silent")
+	talking, talkingDone := h.play(ctx, "talking")
+	go io.Copy(io.Discard, talking)
+	wait(t, ctx, silentDone, "the silent session to end")
+	select {
+	case <-talkingDone:
+		t.Fatal("the talking session ended too")
+	case <-time.After(600 * time.Millisecond):
+	}
+	talking.Close()
+	wait(t, ctx, talkingDone, "the talking session")
+	var reasons []string
+	for _, c := range h.logs.lines("session closed") {
+		reasons = append(reasons, fmt.Sprint(c["camera"], ": ", c["reason"]))
+	}
+	if !slices.Contains(reasons, "silent: nothing from the camera for 200ms (idleTimeout)") {
+		t.Fatalf("reasons %q", reasons)
 	}
 }

@@ -85,6 +85,9 @@ type Server struct {
 	// RejectGrace is how long a failed session waits for the player's first
 	// request to answer it with 503; zero means one second.
 	RejectGrace time.Duration
+	// IdleTimeout ends a passthrough session that has received nothing from
+	// the camera for this long; zero means never.
+	IdleTimeout time.Duration
 
 	tokens token.Store // safe for concurrent use
 

@@ -3,9 +3,11 @@ package core
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"sync"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 )
@@ -30,6 +32,12 @@ func (s *Server) splice(ctx context.Context, camera string, player net.Conn, mod
 	}
 	stop := context.AfterFunc(ctx, func() { finish("relay shutting down", true) })
 	defer stop()
+	if s.IdleTimeout > 0 {
+		idle := watchIdle(module, s.IdleTimeout, func() {
+			finish(fmt.Sprintf("nothing from the camera for %v (idleTimeout)", s.IdleTimeout), false)
+		})
+		defer idle()
+	}
 
 	toPlayer := &counter{dst: player, metric: s.Metrics.PlayerBytes.WithLabelValues(camera)}
 	toCamera := &counter{dst: module}
@@ -73,6 +81,33 @@ func (s *Server) splice(ctx context.Context, camera string, player net.Conn, mod
 	}
 	<-downDone
 	return reason, goingAway
+}
+
+// watchIdle calls onIdle once when t has received no byte from the camera
+// for d. It checks every d/4, so it fires between d and 1.25 d after the
+// last byte. The returned function stops the watch.
+func watchIdle(t *Tunnel, d time.Duration, onIdle func()) (stop func()) {
+	done := make(chan struct{})
+	go func() {
+		tick := time.NewTicker(d / 4)
+		defer tick.Stop()
+		last, since := t.BytesFromCamera(), time.Now()
+		for {
+			select {
+			case <-done:
+				return
+			case now := <-tick.C:
+				if n := t.BytesFromCamera(); n != last {
+					last, since = n, now
+				} else if now.Sub(since) >= d {
+					onIdle()
+					return
+				}
+			}
+		}
+	}()
+	var once sync.Once
+	return func() { once.Do(func() { close(done) }) }
 }
 
 // counter writes to dst and counts the bytes in metric. It remembers dst's error so the caller can tell
