@@ -6,6 +6,7 @@ import (
 	"net/url"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -159,4 +160,83 @@ func TestSharedRefusals(t *testing.T) {
 	if out := rc.relay.Output(); strings.Contains(out, rc.password) || strings.Contains(out, cameraPassword) {
 		t.Error("a password appears in the relay's output")
 	}
+}
+
+// TestSharedModuleLoss: the module is killed (SIGKILL) mid-stream while the
+// relay's link to it is frozen (no FIN, no RST ever reaches the relay). The
+// relay finds the dead module through its pings, keeps the player connected
+// while the upstream reconnects, resumes the stream once a module is back,
+// and after the player leaves nothing is left: no tunnel, no camera
+// connection, no extra goroutines or file descriptors.
+func TestSharedModuleLoss(t *testing.T) {
+	t.Parallel()
+	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
+	defer cancel()
+	rc := newRelayChain(t, ctx, relayOptions{linkProxy: true})
+	m := rc.relayMetrics(ctx)
+	baseGoroutines, baseFDs := metricValue(m, "go_goroutines"), metricValue(m, "process_open_fds")
+
+	// One player reads for longer than the test needs; it is stopped at the end.
+	playCtx, stopPlayer := context.WithCancel(ctx)
+	playerDone := make(chan error, 1)
+	go func() {
+		_, err := harness.FFProbe(playCtx, rc.doorURL("alice", rc.password), 3*time.Minute)
+		playerDone <- err
+	}()
+	live := func() bool {
+		return metricValue(rc.relayMetrics(ctx), `relay_upstream_state{camera="door",state="live"}`) == 1
+	}
+	waitUntil(t, ctx, "the shared upstream to go live", live)
+	waitUntil(t, ctx, "the player to be counted", func() bool {
+		return metricValue(rc.relayMetrics(ctx), `relay_viewers{camera="door"}`) == 1
+	})
+
+	rc.link.Freeze()
+	rc.module.Signal(syscall.SIGKILL)
+	frozeAt := time.Now()
+	line := waitLog(t, ctx, rc.relay, "module unresponsive", nil)
+	detect := time.Since(frozeAt)
+	t.Logf("dead module detected after %v (bound %v)", detect.Round(time.Millisecond), line["bound"])
+	// Pings every 1 s, 2 s to answer: 3 s, with room for a loaded machine.
+	if detect > 15*time.Second {
+		t.Errorf("the relay took %v to notice the dead module", detect)
+	}
+	waitLog(t, ctx, rc.relay, "upstream dropped; reconnecting", nil)
+	if metricValue(rc.relayMetrics(ctx), `relay_viewers{camera="door"}`) != 1 {
+		t.Error("the player was dropped while the upstream reconnects")
+	}
+
+	// A module comes back: the upstream reconnects and the same player
+	// gets video again.
+	rc.link.Thaw()
+	<-rc.module.Done()
+	rc.startModule(ctx, rc.moduleEnv...)
+	before := metricValue(rc.relayMetrics(ctx), `relay_player_bytes_total{camera="door"}`)
+	waitUntil(t, ctx, "the upstream to reconnect", live)
+	waitUntil(t, ctx, "video to flow to the player again", func() bool {
+		return metricValue(rc.relayMetrics(ctx), `relay_player_bytes_total{camera="door"}`) > before+20_000
+	})
+	m = rc.relayMetrics(ctx)
+	if got := metricValue(m, `relay_upstream_restarts_total{camera="door"}`); got != 1 {
+		t.Errorf("upstream restarts %v, want 1", got)
+	}
+	if got := metricValue(m, `relay_viewers{camera="door"}`); got != 1 {
+		t.Errorf("viewers %v after the reconnect, want the same player", got)
+	}
+	if got := rc.cam3.Sessions(); got != 2 {
+		t.Errorf("camera sessions %d, want 2 (before and after the module loss)", got)
+	}
+
+	stopPlayer()
+	<-playerDone
+	waitUntil(t, ctx, "the upstream to close after the linger", func() bool {
+		return metricValue(rc.relayMetrics(ctx), `relay_upstream_state{camera="door",state="idle"}`) == 1
+	})
+	waitUntil(t, ctx, "the camera connection gone", func() bool { return rc.cam3.ActiveConns() == 0 })
+	waitUntil(t, ctx, "the relay's goroutines and descriptors back to their start", func() bool {
+		m := rc.relayMetrics(ctx)
+		return metricValue(m, "relay_sessions_active") == 0 &&
+			metricValue(m, "go_goroutines") <= baseGoroutines+2 &&
+			metricValue(m, "process_open_fds") <= baseFDs+2
+	})
 }

@@ -54,6 +54,8 @@ type relayChain struct {
 	password  string       // alice's password
 	relayTLS  *tls.Config  // trusts the relay's CA, for direct websocket dials
 	hub       *hubRecorder // nil unless relayOptions.recordHub
+	link      *harness.FaultProxy // nil unless relayOptions.linkProxy
+	moduleEnv []string            // the module's extra environment, for restarts
 }
 
 type relayOptions struct {
@@ -64,6 +66,9 @@ type relayOptions struct {
 	moduleEnv []string
 	// emu configures the emulator (Dir and ports are filled in).
 	emu emulator.Options
+	// linkProxy puts a fault proxy on the module → relay websocket link
+	// (the relay's publicURL names the proxy), so a test can freeze it.
+	linkProxy bool
 }
 
 func newRelayChain(t *testing.T, ctx context.Context, o relayOptions) *relayChain {
@@ -88,7 +93,19 @@ func newRelayChain(t *testing.T, ctx context.Context, o relayOptions) *relayChai
 	rc.relayBin = build(t, harness.Relay)
 	rc.password = "correct horse battery staple"
 	rc.relayCfg = writeRelayUsers(t, ctx, rc.relayBin, c.dir, rc.password, "alice", "bob")
-	rc.relayArgs = rc.args("127.0.0.1:0", "127.0.0.1:0", "127.0.0.1:0", "127.0.0.1:0", "127.0.0.1:0", "127.0.0.1:0")
+	wsListen := "127.0.0.1:0"
+	if o.linkProxy {
+		// The proxy needs the relay's port before the relay starts.
+		wsListen = freeAddr(t)
+		link, err := harness.NewFaultProxy(wsListen)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(link.Close)
+		rc.link = link
+		rc.tlsArgs = append(rc.tlsArgs, "--public-url", "wss://"+link.Addr())
+	}
+	rc.relayArgs = rc.args(wsListen, "127.0.0.1:0", "127.0.0.1:0", "127.0.0.1:0", "127.0.0.1:0", "127.0.0.1:0")
 	rc.relayEnv = append(c.emu.ServiceEnv(), "DOOR_PASSWORD="+cameraPassword)
 	if o.recordHub {
 		rc.hub = newHubRecorder(t, c.emu, c.dir)
@@ -105,6 +122,7 @@ func newRelayChain(t *testing.T, ctx context.Context, o relayOptions) *relayChai
 		`RTSPTUNNEL_TARGETS={"554":"` + c.cam.ListenAddr() + `","5541":"` + rc.cam2.ListenAddr() + `","5542":"` + rc.cam3.ListenAddr() + `"}`,
 		"RTSPTUNNEL_REMOTECAFILE=" + bundle,
 	}, o.moduleEnv...)
+	rc.moduleEnv = env
 	c.startModule(ctx, env...)
 	return rc
 }

@@ -227,7 +227,7 @@ func (s *Source) run() {
 			}
 			st.waiters = append(st.waiters, req)
 			if st.cur == nil && st.retryC == nil {
-				st.openStart = time.Now()
+				st.openStart, st.retries = time.Now(), 0 // a fresh opening, not a reconnect
 				s.start(st)
 			}
 			s.publish(st)

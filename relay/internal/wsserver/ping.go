@@ -106,7 +106,7 @@ func (c *Conn) ping(p pingOptions) error {
 // order; the caller then closes the connection. Called once at most: the
 // ping loop ends after it.
 func (c *Conn) declareDead(p pingOptions, err error) {
-	attrs := []any{"ping_timeout", p.timeout, "bound", p.interval + p.timeout}
+	attrs := []any{"ping_timeout", p.timeout.String(), "bound", (p.interval + p.timeout).String()}
 	if err != nil {
 		attrs = append(attrs, "error", err.Error())
 	}

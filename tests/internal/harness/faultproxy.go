@@ -16,6 +16,7 @@ import (
 //   - Freeze stops moving bytes in both directions on every connection,
 //     existing and new, without closing anything: what a network cut or a peer
 //     that hangs looks like (no FIN, no RST; the sender's buffers fill up).
+//     A peer that closes or crashes meanwhile is not passed on either.
 //   - Thaw resumes forwarding.
 //   - Reset aborts every current connection with a TCP RST towards the client
 //     and closes the upstream side: a peer that crashed or rebooted.
@@ -192,6 +193,14 @@ func (p *FaultProxy) copy(dst, src net.Conn) bool {
 			}
 		}
 		if err != nil {
+			// A peer's FIN or RST is held too while frozen: through a cut
+			// network nothing arrives, not even the end.
+			p.mu.Lock()
+			gate := p.frozen
+			p.mu.Unlock()
+			if gate != nil {
+				<-gate
+			}
 			if errors.Is(err, io.EOF) {
 				if tc, ok := dst.(*net.TCPConn); ok {
 					return tc.CloseWrite() == nil

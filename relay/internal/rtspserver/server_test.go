@@ -1,0 +1,831 @@
+package rtspserver_test
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"log/slog"
+	"net"
+	"runtime"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/bluenviron/gortsplib/v4"
+	"github.com/bluenviron/gortsplib/v4/pkg/base"
+	"github.com/bluenviron/gortsplib/v4/pkg/description"
+	"github.com/bluenviron/gortsplib/v4/pkg/format"
+	"github.com/pion/rtp"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+
+	"github.com/rtsptunnel/rtsptunnel/relay/internal/auth"
+	"github.com/rtsptunnel/rtsptunnel/relay/internal/metrics"
+	"github.com/rtsptunnel/rtsptunnel/relay/internal/rtspserver"
+	"github.com/rtsptunnel/rtsptunnel/relay/internal/upstream"
+)
+
+// These tests run the server in process, end to end: gortsplib players
+// against the relay's RTSP port, and a real RTSP camera (gortsplib's
+// server, one H.264 media, a synthetic RTP packet every few milliseconds)
+// behind each camera's upstream, reached over plain TCP in place of the
+// tunnel. They poll against the test's deadline instead of sleeping, and
+// time only bounds from below.
+
+const (
+	realm     = "rtsptunnel"
+	alicePass = "alice-Secret-1"
+	bobPass   = "bob-Secret-2"
+)
+
+var (
+	usersOnce sync.Once
+	users     []auth.User
+	usersErr  error
+)
+
+// testUsers returns alice and bob, hashed once per test binary (bcrypt
+// cost 12 is slow under the race detector).
+func testUsers(t *testing.T) []auth.User {
+	t.Helper()
+	usersOnce.Do(func() {
+		var wg sync.WaitGroup
+		var errs [2]error
+		users = make([]auth.User, 2)
+		for i, np := range [][2]string{{"alice", alicePass}, {"bob", bobPass}} {
+			wg.Go(func() { users[i], errs[i] = auth.HashPassword(np[0], realm, np[1]) })
+		}
+		wg.Wait()
+		usersErr = errors.Join(errs[:]...)
+	})
+	if usersErr != nil {
+		t.Fatal(usersErr)
+	}
+	return users
+}
+
+// testContext is every test's deadline.
+func testContext(t *testing.T) context.Context {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	t.Cleanup(cancel)
+	return ctx
+}
+
+// checkGoroutines fails the test if it leaves more goroutines running than
+// there were when it started. Call it first, so that its cleanup runs last.
+func checkGoroutines(t *testing.T) {
+	t.Helper()
+	before := runtime.NumGoroutine()
+	t.Cleanup(func() {
+		deadline := time.Now().Add(10 * time.Second)
+		for runtime.NumGoroutine() > before {
+			if time.Now().After(deadline) {
+				buf := make([]byte, 1<<20)
+				n := runtime.Stack(buf, true)
+				t.Errorf("%d goroutines left running, %d before the test:\n%s", runtime.NumGoroutine(), before, buf[:n])
+				return
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+	})
+}
+
+// waitFor polls cond until it holds, failing the test at ctx's deadline.
+func waitFor(ctx context.Context, t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	tick := time.NewTicker(2 * time.Millisecond)
+	defer tick.Stop()
+	for !cond() {
+		select {
+		case <-ctx.Done():
+			t.Fatalf("timed out waiting for %s", what)
+		case <-tick.C:
+		}
+	}
+}
+
+// syncBuffer collects the logs, written from several goroutines.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// testCamera is a minimal RTSP camera: one H.264 media on /stream, TCP
+// only, a 1 KB packet every interval whether or not anyone plays.
+type testCamera struct {
+	interval time.Duration
+
+	srv    *gortsplib.Server
+	stream *gortsplib.ServerStream
+	media  *description.Media
+	ln     net.Listener // captured from gortsplib's Listen hook
+
+	written atomic.Int64 // packets written to the stream
+
+	mu    sync.Mutex
+	conns map[*gortsplib.ServerConn]struct{} // guarded by mu: open connections
+
+	cancel context.CancelFunc
+	done   chan struct{}
+}
+
+func newTestCamera(t *testing.T) *testCamera {
+	t.Helper()
+	c := &testCamera{interval: 5 * time.Millisecond, conns: map[*gortsplib.ServerConn]struct{}{}}
+	c.media = &description.Media{
+		Type:    description.MediaTypeVideo,
+		Formats: []format.Format{&format.H264{PayloadTyp: 96, PacketizationMode: 1}},
+	}
+	c.srv = &gortsplib.Server{
+		Handler:     c,
+		RTSPAddress: "127.0.0.1:0",
+		Listen: func(network, address string) (net.Listener, error) {
+			ln, err := net.Listen(network, address)
+			c.ln = ln
+			return ln, err
+		},
+	}
+	if err := c.srv.Start(); err != nil {
+		t.Fatal(err)
+	}
+	c.stream = &gortsplib.ServerStream{Server: c.srv, Desc: &description.Session{Medias: []*description.Media{c.media}}}
+	if err := c.stream.Initialize(); err != nil {
+		c.srv.Close()
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	c.cancel, c.done = cancel, make(chan struct{})
+	go c.write(ctx)
+	t.Cleanup(c.close)
+	return c
+}
+
+func (c *testCamera) close() {
+	c.cancel()
+	<-c.done
+	c.stream.Close()
+	c.srv.Close()
+}
+
+func (c *testCamera) addr() string { return c.ln.Addr().String() }
+
+// write sends one single-NAL-unit packet per interval, with a marker bit
+// and increasing sequence numbers and timestamps.
+func (c *testCamera) write(ctx context.Context) {
+	defer close(c.done)
+	tick := time.NewTicker(c.interval)
+	defer tick.Stop()
+	payload := append([]byte{0x41}, make([]byte, 1000)...) // a non-IDR slice
+	for seq := uint16(0); ; {
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		}
+		seq++
+		c.stream.WritePacketRTP(c.media, &rtp.Packet{
+			Header: rtp.Header{
+				Version: 2, Marker: true, PayloadType: 96,
+				SequenceNumber: seq, Timestamp: uint32(seq) * 900, SSRC: 0x12345678,
+			},
+			Payload: payload,
+		})
+		c.written.Add(1)
+	}
+}
+
+// active returns how many connections the camera has open.
+func (c *testCamera) active() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return len(c.conns)
+}
+
+// drop closes every connection from the camera's side.
+func (c *testCamera) drop() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for sc := range c.conns {
+		sc.Close()
+	}
+}
+
+func (c *testCamera) OnConnOpen(ctx *gortsplib.ServerHandlerOnConnOpenCtx) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.conns[ctx.Conn] = struct{}{}
+}
+
+func (c *testCamera) OnConnClose(ctx *gortsplib.ServerHandlerOnConnCloseCtx) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	delete(c.conns, ctx.Conn)
+}
+
+func (c *testCamera) OnDescribe(ctx *gortsplib.ServerHandlerOnDescribeCtx) (*base.Response, *gortsplib.ServerStream, error) {
+	if ctx.Path != "/stream" {
+		return &base.Response{StatusCode: base.StatusNotFound}, nil, nil
+	}
+	return &base.Response{StatusCode: base.StatusOK}, c.stream, nil
+}
+
+func (c *testCamera) OnSetup(ctx *gortsplib.ServerHandlerOnSetupCtx) (*base.Response, *gortsplib.ServerStream, error) {
+	if ctx.Path != "/stream" {
+		return &base.Response{StatusCode: base.StatusNotFound}, nil, nil
+	}
+	return &base.Response{StatusCode: base.StatusOK}, c.stream, nil
+}
+
+func (c *testCamera) OnPlay(*gortsplib.ServerHandlerOnPlayCtx) (*base.Response, error) {
+	return &base.Response{StatusCode: base.StatusOK}, nil
+}
+
+// OnStreamWriteError keeps gortsplib from logging through the log package.
+func (c *testCamera) OnStreamWriteError(*gortsplib.ServerHandlerOnStreamWriteErrorCtx) {}
+
+// sndbufListener fixes the send buffer of the connections it accepts, so
+// that a player that stops reading fills it at once instead of after
+// megabytes of loopback autotuning.
+type sndbufListener struct {
+	net.Listener
+	size int
+}
+
+func (l *sndbufListener) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	if tc, ok := c.(*net.TCPConn); ok {
+		_ = tc.SetWriteBuffer(l.size)
+	}
+	return c, err
+}
+
+type env struct {
+	cam   *testCamera
+	dials atomic.Int64 // every camera's tunnels
+	srv   *rtspserver.Server
+	m     *metrics.Metrics
+	logs  *syncBuffer
+}
+
+type envOptions struct {
+	// cameras maps camera names to their Users; nil means {"door": {"alice"}}.
+	cameras map[string][]string
+	// sndbuf, when set, fixes the send buffer of players' connections.
+	sndbuf int
+	// mod adjusts the server before Initialize.
+	mod func(*rtspserver.Server)
+}
+
+// newEnv starts a camera and the server, each camera of which reads that
+// camera through a counting dialer.
+func newEnv(t *testing.T, o envOptions) *env {
+	t.Helper()
+	e := &env{cam: newTestCamera(t), logs: &syncBuffer{}}
+	var err error
+	if e.m, err = metrics.New(prometheus.NewRegistry()); err != nil {
+		t.Fatal(err)
+	}
+	if o.cameras == nil {
+		o.cameras = map[string][]string{"door": {"alice"}}
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if o.sndbuf > 0 {
+		ln = &sndbufListener{Listener: ln, size: o.sndbuf}
+	}
+	t.Cleanup(func() { ln.Close() })
+	v := &auth.Verifier{Realm: realm, Users: testUsers(t)}
+	if err := v.Initialize(); err != nil {
+		t.Fatal(err)
+	}
+	e.srv = &rtspserver.Server{
+		Listener:        ln,
+		Verifier:        v,
+		Limiter:         &auth.Limiter{},
+		DescribeTimeout: 10 * time.Second,
+		Logger:          slog.New(slog.NewJSONHandler(e.logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
+		Metrics:         e.m,
+	}
+	for name, users := range o.cameras {
+		e.m.InitCamera(name, true)
+		e.srv.Cameras = append(e.srv.Cameras, &rtspserver.Camera{
+			Name:  name,
+			Users: users,
+			Upstream: upstream.Source{
+				Camera: name,
+				URL:    &base.URL{Scheme: "rtsp", Host: "localhost:554", Path: "/stream"},
+				Dial: func(ctx context.Context) (net.Conn, error) {
+					e.dials.Add(1)
+					var d net.Dialer
+					return d.DialContext(ctx, "tcp", e.cam.addr())
+				},
+				Linger:          300 * time.Millisecond,
+				ReconnectWindow: 10 * time.Second,
+				RetryMin:        10 * time.Millisecond,
+				RetryMax:        50 * time.Millisecond,
+			},
+		})
+	}
+	if o.mod != nil {
+		o.mod(e.srv)
+	}
+	if err := e.srv.Initialize(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		e.srv.Close()
+		if t.Failed() {
+			t.Logf("relay logs:\n%s", e.logs.String())
+		}
+	})
+	return e
+}
+
+// url returns the relay's URL for path, with user:pass when user is set.
+func (e *env) url(path, user, pass string) string {
+	cred := ""
+	if user != "" {
+		cred = user + ":" + pass + "@"
+	}
+	return "rtsp://" + cred + e.srv.Addr().String() + "/" + path
+}
+
+func (e *env) camera(name string) *rtspserver.Camera {
+	for _, c := range e.srv.Cameras {
+		if c.Name == name {
+			return c
+		}
+	}
+	panic("no camera " + name)
+}
+
+func (e *env) viewers(cam string) float64 {
+	return testutil.ToFloat64(e.m.Viewers.WithLabelValues(cam))
+}
+
+func (e *env) dropped(cam string) float64 {
+	return testutil.ToFloat64(e.m.PlayerDropped.WithLabelValues(cam))
+}
+
+func (e *env) refused() map[string]float64 {
+	out := map[string]float64{}
+	for _, r := range metrics.Refusals {
+		out[r] = testutil.ToFloat64(e.m.Refused.WithLabelValues(r))
+	}
+	return out
+}
+
+// checkRefused fails unless relay_rtsp_refused_total grew by want since
+// before, for every reason (zero when absent from want).
+func (e *env) checkRefused(t *testing.T, before, want map[string]float64) {
+	t.Helper()
+	now := e.refused()
+	for _, r := range metrics.Refusals {
+		if got := now[r] - before[r]; got != want[r] {
+			t.Errorf("relay_rtsp_refused_total{reason=%q} grew by %v, want %v", r, got, want[r])
+		}
+	}
+}
+
+// player is a gortsplib client playing a relay URL over TCP.
+type player struct {
+	c       *gortsplib.Client
+	packets atomic.Int64
+	once    sync.Once
+}
+
+type playerOptions struct {
+	// onPacket runs in the client's reader for every RTP packet; blocking
+	// in it stops the player reading.
+	onPacket func()
+	// dial replaces the client's dialer.
+	dial func(ctx context.Context, network, address string) (net.Conn, error)
+}
+
+// play runs OPTIONS, DESCRIBE, SETUP and PLAY like any player would. On
+// success the player is closed at cleanup (or by close).
+func play(t *testing.T, rawURL string, o playerOptions) (*player, error) {
+	t.Helper()
+	u, err := base.ParseURL(rawURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tcp := gortsplib.TransportTCP
+	p := &player{c: &gortsplib.Client{
+		Scheme:      u.Scheme,
+		Host:        u.Host,
+		Transport:   &tcp,
+		ReadTimeout: 10 * time.Second,
+		DialContext: o.dial,
+	}}
+	if err := p.c.Start2(); err != nil {
+		return nil, err
+	}
+	if err := p.start(u, o.onPacket); err != nil {
+		p.c.Close()
+		return nil, err
+	}
+	t.Cleanup(p.close)
+	return p, nil
+}
+
+func (p *player) start(u *base.URL, onPacket func()) error {
+	desc, _, err := p.c.Describe(u)
+	if err != nil {
+		return err
+	}
+	if err := p.c.SetupAll(desc.BaseURL, desc.Medias); err != nil {
+		return err
+	}
+	p.c.OnPacketRTPAny(func(*description.Media, format.Format, *rtp.Packet) {
+		p.packets.Add(1)
+		if onPacket != nil {
+			onPacket()
+		}
+	})
+	_, err = p.c.Play(nil)
+	return err
+}
+
+func (p *player) close() { p.once.Do(p.c.Close) }
+
+// mustPlay is play that fails the test on error.
+func mustPlay(t *testing.T, rawURL string, o playerOptions) *player {
+	t.Helper()
+	p, err := play(t, rawURL, o)
+	if err != nil {
+		t.Fatalf("play %s: %v", rawURL, err)
+	}
+	return p
+}
+
+// TestSharedCamera: players with valid Digest credentials all get the
+// camera's packets through one tunnel; viewers are counted while they play
+// and the upstream closes after they leave.
+func TestSharedCamera(t *testing.T) {
+	const players = 5
+	checkGoroutines(t)
+	ctx := testContext(t)
+	e := newEnv(t, envOptions{})
+	before := e.refused()
+
+	ps := make([]*player, players)
+	errs := make([]error, players)
+	var wg sync.WaitGroup
+	for i := range players {
+		wg.Go(func() { ps[i], errs[i] = play(t, e.url("door", "alice", alicePass), playerOptions{}) })
+	}
+	wg.Wait()
+	for i, err := range errs {
+		if err != nil {
+			t.Fatalf("player %d: %v", i, err)
+		}
+	}
+	for _, p := range ps {
+		waitFor(ctx, t, "packets for every player", func() bool { return p.packets.Load() >= 20 })
+	}
+	if n := e.dials.Load(); n != 1 {
+		t.Errorf("%d tunnels for %d players, want 1", n, players)
+	}
+	if n := e.cam.active(); n != 1 {
+		t.Errorf("camera has %d connections, want 1", n)
+	}
+	waitFor(ctx, t, "relay_viewers == 5", func() bool { return e.viewers("door") == players })
+	if st := e.camera("door").Upstream.Status(); st.State != metrics.StateLive || st.Holds != players {
+		t.Errorf("upstream Status() = %+v, want live with %d holds", st, players)
+	}
+	if got := testutil.ToFloat64(e.m.PlayerBytes.WithLabelValues("door")); got <= 0 {
+		t.Errorf("relay_player_bytes_total = %v, want > 0", got)
+	}
+	// The first, credential-less request of each player is a challenge,
+	// not a refusal.
+	e.checkRefused(t, before, nil)
+
+	for _, p := range ps {
+		p.close()
+	}
+	waitFor(ctx, t, "relay_viewers == 0", func() bool { return e.viewers("door") == 0 })
+	waitFor(ctx, t, "the upstream to close after the linger", func() bool {
+		st := e.camera("door").Upstream.Status()
+		return st.Holds == 0 && st.State == metrics.StateIdle && e.cam.active() == 0
+	})
+	if n := e.dials.Load(); n != 1 {
+		t.Errorf("%d tunnels, want 1", n)
+	}
+}
+
+// TestRefusals: requests that fail authentication or authorization are
+// answered without opening a tunnel, and counted by reason.
+func TestRefusals(t *testing.T) {
+	checkGoroutines(t)
+	e := newEnv(t, envOptions{})
+	tests := []struct {
+		name       string
+		path       string
+		user, pass string
+		wantStatus string
+		want       map[string]float64 // refusals counted
+	}{
+		{name: "no credentials", path: "door", wantStatus: "401"},
+		{name: "wrong password", path: "door", user: "alice", pass: "not-" + alicePass, wantStatus: "401",
+			want: map[string]float64{metrics.RefusedBadCredentials: 1}},
+		{name: "unknown user", path: "door", user: "mallory", pass: alicePass, wantStatus: "401",
+			want: map[string]float64{metrics.RefusedBadCredentials: 1}},
+		{name: "user not allowed on the camera", path: "door", user: "bob", pass: bobPass, wantStatus: "403",
+			want: map[string]float64{metrics.RefusedForbidden: 1}},
+		{name: "unknown camera", path: "garage", user: "alice", pass: alicePass, wantStatus: "404",
+			want: map[string]float64{metrics.RefusedNotFound: 1}},
+		// Camera names are not revealed before authentication.
+		{name: "unknown camera without credentials", path: "garage", wantStatus: "401"},
+		{name: "unknown camera, wrong password", path: "garage", user: "alice", pass: "nope", wantStatus: "401",
+			want: map[string]float64{metrics.RefusedBadCredentials: 1}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			before := e.refused()
+			p, err := play(t, e.url(tt.path, tt.user, tt.pass), playerOptions{})
+			if err == nil {
+				p.close()
+				t.Fatal("the player was let in")
+			}
+			if !strings.Contains(err.Error(), tt.wantStatus) {
+				t.Fatalf("play: %v, want status %s", err, tt.wantStatus)
+			}
+			e.checkRefused(t, before, tt.want)
+		})
+	}
+	if n := e.dials.Load(); n != 0 {
+		t.Errorf("%d tunnels opened for refused players, want 0", n)
+	}
+	if st := e.camera("door").Upstream.Status(); st.State != metrics.StateIdle || st.Holds != 0 {
+		t.Errorf("upstream Status() = %+v, want idle without holds", st)
+	}
+	for _, secret := range []string{alicePass, bobPass, "not-" + alicePass} {
+		if strings.Contains(e.logs.String(), secret) {
+			t.Errorf("the logs contain the password %q", secret)
+		}
+	}
+}
+
+// TestRateLimited: after Burst failures from one address, even correct
+// credentials are answered 503 without being checked.
+func TestRateLimited(t *testing.T) {
+	checkGoroutines(t)
+	e := newEnv(t, envOptions{mod: func(s *rtspserver.Server) { s.Limiter = &auth.Limiter{Burst: 2, Every: time.Hour} }})
+	for i := range 2 {
+		if _, err := play(t, e.url("door", "alice", "wrong"), playerOptions{}); err == nil || !strings.Contains(err.Error(), "401") {
+			t.Fatalf("attempt %d: %v, want 401", i, err)
+		}
+	}
+	before := e.refused()
+	_, err := play(t, e.url("door", "alice", alicePass), playerOptions{})
+	if err == nil || !strings.Contains(err.Error(), "503") {
+		t.Fatalf("play with the right password while limited: %v, want 503", err)
+	}
+	e.checkRefused(t, before, map[string]float64{metrics.RefusedRateLimited: 1})
+	if n := e.dials.Load(); n != 0 {
+		t.Errorf("%d tunnels, want 0", n)
+	}
+}
+
+// TestSlowPlayer: a player that stops reading loses packets (counted) while
+// another keeps up with the camera.
+func TestSlowPlayer(t *testing.T) {
+	checkGoroutines(t)
+	ctx := testContext(t)
+	e := newEnv(t, envOptions{
+		sndbuf: 4096,
+		mod:    func(s *rtspserver.Server) { s.WriteQueueSize = 16 },
+	})
+
+	fast := mustPlay(t, e.url("door", "alice", alicePass), playerOptions{})
+
+	var freeze atomic.Bool
+	frozen, unfreeze := make(chan struct{}), make(chan struct{})
+	var frozenOnce sync.Once
+	slow := mustPlay(t, e.url("door", "alice", alicePass), playerOptions{
+		onPacket: func() {
+			if freeze.Load() {
+				frozenOnce.Do(func() { close(frozen) })
+				<-unfreeze
+			}
+		},
+		dial: func(ctx context.Context, network, address string) (net.Conn, error) {
+			var d net.Dialer
+			c, err := d.DialContext(ctx, network, address)
+			if tc, ok := c.(*net.TCPConn); ok {
+				_ = tc.SetReadBuffer(4096)
+			}
+			return c, err
+		},
+	})
+	// Registered after the player's Close, so it runs first: the client
+	// cannot close while its reader is stuck in the callback.
+	t.Cleanup(func() { close(unfreeze) })
+
+	waitFor(ctx, t, "both players to receive", func() bool { return fast.packets.Load() > 10 && slow.packets.Load() > 10 })
+	freeze.Store(true)
+	select {
+	case <-frozen:
+	case <-ctx.Done():
+		t.Fatal("the slow player got no packet")
+	}
+	waitFor(ctx, t, "packets dropped for the slow player", func() bool { return e.dropped("door") > 0 })
+
+	// From now on the fast player gets (at least half of) what the camera
+	// sends: were the relay paced by the slow player, it would fall behind
+	// at once and never catch up.
+	w0, f0 := e.cam.written.Load(), fast.packets.Load()
+	waitFor(ctx, t, "the fast player to keep up", func() bool {
+		w, f := e.cam.written.Load()-w0, fast.packets.Load()-f0
+		return w >= 200 && 2*f >= w
+	})
+	if n := e.viewers("door"); n != 2 {
+		t.Errorf("relay_viewers = %v, want 2", n)
+	}
+	if n := e.dials.Load(); n != 1 {
+		t.Errorf("%d tunnels, want 1", n)
+	}
+	if !strings.Contains(e.logs.String(), "player is too slow") {
+		t.Error("no log line for the slow player")
+	}
+}
+
+// TestPlayerLimits: a player over the limit is refused with 503 without
+// another tunnel, and gets in once a place is free.
+func TestPlayerLimits(t *testing.T) {
+	tests := []struct {
+		name string
+		mod  func(*rtspserver.Server)
+	}{
+		{"per camera", func(s *rtspserver.Server) { s.MaxPlayersPerCamera = 2 }},
+		{"total", func(s *rtspserver.Server) { s.MaxPlayers = 2 }},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			checkGoroutines(t)
+			ctx := testContext(t)
+			e := newEnv(t, envOptions{mod: tt.mod})
+			url := e.url("door", "alice", alicePass)
+			p1 := mustPlay(t, url, playerOptions{})
+			mustPlay(t, url, playerOptions{})
+			before := e.refused()
+			_, err := play(t, url, playerOptions{})
+			if err == nil || !strings.Contains(err.Error(), "503") {
+				t.Fatalf("third player: %v, want 503", err)
+			}
+			e.checkRefused(t, before, map[string]float64{metrics.RefusedLimit: 1})
+			if n := e.dials.Load(); n != 1 {
+				t.Errorf("%d tunnels, want 1", n)
+			}
+
+			// A player leaving frees its place (the relay sees the
+			// connection close a little later).
+			p1.close()
+			var p3 *player
+			waitFor(ctx, t, "a third player to get in", func() bool {
+				p3, err = play(t, url, playerOptions{})
+				return err == nil
+			})
+			waitFor(ctx, t, "packets for the new player", func() bool { return p3.packets.Load() > 0 })
+			if n := e.dials.Load(); n != 1 {
+				t.Errorf("%d tunnels, want 1", n)
+			}
+		})
+	}
+}
+
+// TestAnonymous: with AllowAnonymous, a camera without users plays without
+// credentials, while a camera with users still asks for them.
+func TestAnonymous(t *testing.T) {
+	checkGoroutines(t)
+	ctx := testContext(t)
+	e := newEnv(t, envOptions{
+		cameras: map[string][]string{"lobby": nil, "door": {"alice"}},
+		mod:     func(s *rtspserver.Server) { s.AllowAnonymous = true },
+	})
+	tests := []struct {
+		name, path, user, pass string
+		wantErr                string // "" means it plays
+	}{
+		{"anonymous on an open camera", "lobby", "", "", ""},
+		{"a user on an open camera", "lobby", "bob", bobPass, ""},
+		{"anonymous on a camera with users", "door", "", "", "401"},
+		{"its user on a camera with users", "door", "alice", alicePass, ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			p, err := play(t, e.url(tt.path, tt.user, tt.pass), playerOptions{})
+			if tt.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
+					t.Fatalf("play: %v, want %s", err, tt.wantErr)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatalf("play: %v", err)
+			}
+			waitFor(ctx, t, "packets", func() bool { return p.packets.Load() > 0 })
+			p.close()
+		})
+	}
+}
+
+// TestInitializeErrors: misconfigurations are refused before anything
+// starts.
+func TestInitializeErrors(t *testing.T) {
+	m, err := metrics.New(prometheus.NewRegistry())
+	if err != nil {
+		t.Fatal(err)
+	}
+	cam := func(users []string) *rtspserver.Camera {
+		return &rtspserver.Camera{Name: "door", Users: users, Upstream: upstream.Source{
+			Camera: "door",
+			URL:    &base.URL{Scheme: "rtsp", Host: "localhost:554", Path: "/stream"},
+			Dial:   func(context.Context) (net.Conn, error) { return nil, errors.New("unused") },
+		}}
+	}
+	tests := []struct {
+		name string
+		mod  func(*rtspserver.Server)
+	}{
+		{"no listener", func(s *rtspserver.Server) { s.Listener = nil }},
+		{"no limiter", func(s *rtspserver.Server) { s.Limiter = nil }},
+		{"no describe timeout", func(s *rtspserver.Server) { s.DescribeTimeout = 0 }},
+		{"camera without users, anonymous off", func(s *rtspserver.Server) { s.Cameras = []*rtspserver.Camera{cam(nil)} }},
+		{"users without a verifier", func(s *rtspserver.Server) { s.Verifier = nil }},
+		{"bad write queue size", func(s *rtspserver.Server) { s.WriteQueueSize = 100 }},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			checkGoroutines(t)
+			ln, err := net.Listen("tcp", "127.0.0.1:0")
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer ln.Close()
+			v := &auth.Verifier{Realm: realm}
+			if err := v.Initialize(); err != nil {
+				t.Fatal(err)
+			}
+			s := &rtspserver.Server{
+				Listener: ln, Cameras: []*rtspserver.Camera{cam([]string{"alice"})},
+				Verifier: v, Limiter: &auth.Limiter{}, DescribeTimeout: time.Second,
+				Logger: slog.New(slog.DiscardHandler), Metrics: m,
+			}
+			tt.mod(s)
+			if err := s.Initialize(); err == nil {
+				s.Close()
+				t.Fatal("Initialize succeeded")
+			}
+		})
+	}
+}
+
+// TestCameraDropKeepsPlayers: when the camera drops the tunnel, the
+// upstream reconnects and the players keep receiving on their sessions.
+func TestCameraDropKeepsPlayers(t *testing.T) {
+	checkGoroutines(t)
+	ctx := testContext(t)
+	e := newEnv(t, envOptions{})
+	ps := []*player{
+		mustPlay(t, e.url("door", "alice", alicePass), playerOptions{}),
+		mustPlay(t, e.url("door", "alice", alicePass), playerOptions{}),
+	}
+	for _, p := range ps {
+		waitFor(ctx, t, "packets", func() bool { return p.packets.Load() > 10 })
+	}
+	e.cam.drop()
+	restarts := func() float64 { return testutil.ToFloat64(e.m.UpstreamRestarts.WithLabelValues("door")) }
+	waitFor(ctx, t, "a restart", func() bool { return restarts() == 1 })
+	waitFor(ctx, t, "the upstream to be live again", func() bool {
+		return e.dials.Load() == 2 && e.camera("door").Upstream.Status().State == metrics.StateLive
+	})
+	counts := []int64{ps[0].packets.Load(), ps[1].packets.Load()}
+	for i, p := range ps {
+		waitFor(ctx, t, "packets after the reconnect", func() bool { return p.packets.Load() >= counts[i]+20 })
+	}
+	if n := e.viewers("door"); n != 2 {
+		t.Errorf("relay_viewers = %v, want 2", n)
+	}
+	if got := restarts(); got != 1 {
+		t.Errorf("relay_upstream_restarts_total = %v, want 1", got)
+	}
+}

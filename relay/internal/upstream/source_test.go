@@ -1,0 +1,975 @@
+package upstream_test
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"log/slog"
+	"net"
+	"runtime"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/bluenviron/gortsplib/v4"
+	"github.com/bluenviron/gortsplib/v4/pkg/base"
+	"github.com/bluenviron/gortsplib/v4/pkg/description"
+	"github.com/bluenviron/gortsplib/v4/pkg/format"
+	"github.com/pion/rtp"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+	dto "github.com/prometheus/client_model/go"
+
+	"github.com/rtsptunnel/rtsptunnel/relay/internal/metrics"
+	"github.com/rtsptunnel/rtsptunnel/relay/internal/upstream"
+)
+
+// The tests run a real RTSP camera (gortsplib's server, one H.264 media on
+// /stream, a synthetic RTP packet every few milliseconds) and a plain TCP
+// connection to it as the tunnel. They never sleep to wait for something:
+// they poll against the test's deadline (waitFor). Time only bounds from
+// below ("not before the linger"), never from above, so that a loaded
+// machine makes them slower, not red.
+
+const camName = "door"
+
+// testContext is every test's deadline.
+func testContext(t *testing.T) context.Context {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	t.Cleanup(cancel)
+	return ctx
+}
+
+// checkGoroutines fails the test if it leaves more goroutines running than
+// there were when it started. Call it first, so that its cleanup runs last,
+// after everything the test started was closed.
+func checkGoroutines(t *testing.T) {
+	t.Helper()
+	before := runtime.NumGoroutine()
+	t.Cleanup(func() {
+		deadline := time.Now().Add(10 * time.Second)
+		for runtime.NumGoroutine() > before {
+			if time.Now().After(deadline) {
+				buf := make([]byte, 1<<20)
+				n := runtime.Stack(buf, true)
+				t.Errorf("%d goroutines left running, %d before the test:\n%s", runtime.NumGoroutine(), before, buf[:n])
+				return
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+	})
+}
+
+// waitFor polls cond until it holds, failing the test at ctx's deadline.
+func waitFor(ctx context.Context, t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	tick := time.NewTicker(2 * time.Millisecond)
+	defer tick.Stop()
+	for !cond() {
+		select {
+		case <-ctx.Done():
+			t.Fatalf("timed out waiting for %s", what)
+		case <-tick.C:
+		}
+	}
+}
+
+// syncBuffer collects the logs, written from several goroutines.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// testCamera is a minimal RTSP camera: one H.264 media on /stream, TCP
+// only, a packet every interval whether or not anyone plays.
+type testCamera struct {
+	interval time.Duration
+
+	srv    *gortsplib.Server
+	stream *gortsplib.ServerStream
+	media  *description.Media
+	ln     net.Listener // captured from gortsplib's Listen hook
+
+	refuse atomic.Bool  // DESCRIBE answers 404
+	paused atomic.Bool  // no packets are written
+	plays  atomic.Int64 // PLAY requests accepted
+
+	mu    sync.Mutex
+	conns map[*gortsplib.ServerConn]struct{} // guarded by mu: open connections
+
+	cancel context.CancelFunc
+	done   chan struct{}
+}
+
+func newTestCamera(t *testing.T) *testCamera {
+	t.Helper()
+	c := &testCamera{interval: 5 * time.Millisecond, conns: map[*gortsplib.ServerConn]struct{}{}}
+	c.media = &description.Media{
+		Type:    description.MediaTypeVideo,
+		Formats: []format.Format{&format.H264{PayloadTyp: 96, PacketizationMode: 1}},
+	}
+	c.srv = &gortsplib.Server{
+		Handler:     c,
+		RTSPAddress: "127.0.0.1:0",
+		Listen: func(network, address string) (net.Listener, error) {
+			ln, err := net.Listen(network, address)
+			c.ln = ln
+			return ln, err
+		},
+	}
+	if err := c.srv.Start(); err != nil {
+		t.Fatal(err)
+	}
+	c.stream = &gortsplib.ServerStream{Server: c.srv, Desc: &description.Session{Medias: []*description.Media{c.media}}}
+	if err := c.stream.Initialize(); err != nil {
+		c.srv.Close()
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	c.cancel, c.done = cancel, make(chan struct{})
+	go c.write(ctx)
+	t.Cleanup(c.close)
+	return c
+}
+
+func (c *testCamera) close() {
+	c.cancel()
+	<-c.done
+	c.stream.Close()
+	c.srv.Close()
+}
+
+func (c *testCamera) addr() string { return c.ln.Addr().String() }
+
+// write sends one single-NAL-unit packet per interval, with a marker bit
+// and increasing sequence numbers and timestamps.
+func (c *testCamera) write(ctx context.Context) {
+	defer close(c.done)
+	tick := time.NewTicker(c.interval)
+	defer tick.Stop()
+	payload := append([]byte{0x41}, make([]byte, 200)...) // a non-IDR slice
+	for seq := uint16(0); ; {
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		}
+		if c.paused.Load() {
+			continue
+		}
+		seq++
+		c.stream.WritePacketRTP(c.media, &rtp.Packet{
+			Header: rtp.Header{
+				Version: 2, Marker: true, PayloadType: 96,
+				SequenceNumber: seq, Timestamp: uint32(seq) * 900, SSRC: 0x12345678,
+			},
+			Payload: payload,
+		})
+	}
+}
+
+// active returns how many connections the camera has open.
+func (c *testCamera) active() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return len(c.conns)
+}
+
+// drop closes every connection from the camera's side.
+func (c *testCamera) drop() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for sc := range c.conns {
+		sc.Close()
+	}
+}
+
+func (c *testCamera) OnConnOpen(ctx *gortsplib.ServerHandlerOnConnOpenCtx) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.conns[ctx.Conn] = struct{}{}
+}
+
+func (c *testCamera) OnConnClose(ctx *gortsplib.ServerHandlerOnConnCloseCtx) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	delete(c.conns, ctx.Conn)
+}
+
+func (c *testCamera) OnDescribe(ctx *gortsplib.ServerHandlerOnDescribeCtx) (*base.Response, *gortsplib.ServerStream, error) {
+	if ctx.Path != "/stream" || c.refuse.Load() {
+		return &base.Response{StatusCode: base.StatusNotFound}, nil, nil
+	}
+	return &base.Response{StatusCode: base.StatusOK}, c.stream, nil
+}
+
+func (c *testCamera) OnSetup(ctx *gortsplib.ServerHandlerOnSetupCtx) (*base.Response, *gortsplib.ServerStream, error) {
+	if ctx.Path != "/stream" {
+		return &base.Response{StatusCode: base.StatusNotFound}, nil, nil
+	}
+	return &base.Response{StatusCode: base.StatusOK}, c.stream, nil
+}
+
+func (c *testCamera) OnPlay(*gortsplib.ServerHandlerOnPlayCtx) (*base.Response, error) {
+	c.plays.Add(1)
+	return &base.Response{StatusCode: base.StatusOK}, nil
+}
+
+// OnStreamWriteError keeps gortsplib from logging through the log package.
+func (c *testCamera) OnStreamWriteError(*gortsplib.ServerHandlerOnStreamWriteErrorCtx) {}
+
+// testDialer is the tunnel: a TCP connection to addr. hook, when set, runs
+// first; its error fails the dial.
+type testDialer struct {
+	dials atomic.Int64
+
+	mu   sync.Mutex
+	addr string                          // guarded by mu
+	hook func(ctx context.Context) error // guarded by mu
+}
+
+func (d *testDialer) Dial(ctx context.Context) (net.Conn, error) {
+	d.dials.Add(1)
+	d.mu.Lock()
+	addr, hook := d.addr, d.hook
+	d.mu.Unlock()
+	if hook != nil {
+		if err := hook(ctx); err != nil {
+			return nil, err
+		}
+	}
+	var nd net.Dialer
+	return nd.DialContext(ctx, "tcp", addr)
+}
+
+func (d *testDialer) set(addr string, hook func(context.Context) error) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.addr, d.hook = addr, hook
+}
+
+// blockingHook returns a hook that blocks until the dial's ctx is done,
+// closing entered when the first dial starts and exited when it returns.
+func blockingHook() (hook func(context.Context) error, entered, exited <-chan struct{}) {
+	in, out := make(chan struct{}), make(chan struct{})
+	var inOnce, outOnce sync.Once
+	return func(ctx context.Context) error {
+		inOnce.Do(func() { close(in) })
+		<-ctx.Done()
+		outOnce.Do(func() { close(out) })
+		return ctx.Err()
+	}, in, out
+}
+
+type env struct {
+	cam  *testCamera
+	dial *testDialer
+	src  *upstream.Source
+	m    *metrics.Metrics
+	logs *syncBuffer
+}
+
+// newEnv starts a camera and a Source reading it through testDialer, with
+// short timers; mod adjusts the Source before Initialize.
+func newEnv(t *testing.T, mod func(*upstream.Source)) *env {
+	t.Helper()
+	e := &env{cam: newTestCamera(t), logs: &syncBuffer{}}
+	e.dial = &testDialer{addr: e.cam.addr()}
+	var err error
+	if e.m, err = metrics.New(prometheus.NewRegistry()); err != nil {
+		t.Fatal(err)
+	}
+	// The viewers' side: the server the upstream's stream belongs to.
+	relay := &gortsplib.Server{Handler: struct{}{}, RTSPAddress: "127.0.0.1:0"}
+	if err := relay.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(relay.Close)
+	e.src = &upstream.Source{
+		Camera:          camName,
+		URL:             &base.URL{Scheme: "rtsp", Host: "localhost:554", Path: "/stream"},
+		Dial:            e.dial.Dial,
+		Server:          relay,
+		Linger:          200 * time.Millisecond,
+		ReconnectWindow: 10 * time.Second,
+		RetryMin:        10 * time.Millisecond,
+		RetryMax:        50 * time.Millisecond,
+		Logger:          slog.New(slog.NewJSONHandler(e.logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
+		Metrics:         e.m,
+	}
+	if mod != nil {
+		mod(e.src)
+	}
+	if err := e.src.Initialize(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		e.src.Close()
+		if t.Failed() {
+			t.Logf("upstream logs:\n%s", e.logs.String())
+		}
+	})
+	return e
+}
+
+// opens returns how many openings relay_upstream_open_duration_seconds
+// observed for the camera.
+func (e *env) opens(t *testing.T) uint64 {
+	t.Helper()
+	var m dto.Metric
+	if err := e.m.UpstreamOpen.WithLabelValues(camName).(prometheus.Histogram).Write(&m); err != nil {
+		t.Fatal(err)
+	}
+	return m.GetHistogram().GetSampleCount()
+}
+
+func (e *env) state() string { return e.src.Status().State }
+
+func (e *env) restarts() float64 {
+	return testutil.ToFloat64(e.m.UpstreamRestarts.WithLabelValues(camName))
+}
+
+// stateMetric returns relay_upstream_state{state} for the camera.
+func (e *env) stateMetric(state string) float64 {
+	return testutil.ToFloat64(e.m.UpstreamState.WithLabelValues(camName, state))
+}
+
+type acquired struct {
+	stream *gortsplib.ServerStream
+	err    error
+}
+
+// acquireAsync runs Acquire in a goroutine; read its result with result.
+func (e *env) acquireAsync(ctx context.Context) <-chan acquired {
+	ch := make(chan acquired, 1)
+	go func() {
+		st, err := e.src.Acquire(ctx)
+		ch <- acquired{st, err}
+	}()
+	return ch
+}
+
+func result(ctx context.Context, t *testing.T, ch <-chan acquired) acquired {
+	t.Helper()
+	select {
+	case r := <-ch:
+		return r
+	case <-ctx.Done():
+		t.Fatal("timed out waiting for Acquire")
+		return acquired{}
+	}
+}
+
+// released calls Release in a goroutine and fails if it does not return.
+func released(ctx context.Context, t *testing.T, src *upstream.Source) {
+	t.Helper()
+	done := make(chan struct{})
+	go func() {
+		src.Release()
+		close(done)
+	}()
+	select {
+	case <-done:
+	case <-ctx.Done():
+		t.Fatal("Release did not return")
+	}
+}
+
+// streamClosed reports whether st was closed. Only call it once st should
+// be closed or has no other writer.
+func streamClosed(st *gortsplib.ServerStream) bool {
+	m := st.Desc.Medias[0]
+	err := st.WritePacketRTP(m, &rtp.Packet{Header: rtp.Header{Version: 2, PayloadType: m.Formats[0].PayloadType()}, Payload: []byte{0x41}})
+	return err != nil
+}
+
+func TestInitializeRequiresFields(t *testing.T) {
+	m, err := metrics.New(prometheus.NewRegistry())
+	if err != nil {
+		t.Fatal(err)
+	}
+	full := func() *upstream.Source {
+		return &upstream.Source{
+			Camera:  camName,
+			URL:     &base.URL{Scheme: "rtsp", Host: "localhost:554", Path: "/stream"},
+			Dial:    func(context.Context) (net.Conn, error) { return nil, errors.New("unused") },
+			Server:  &gortsplib.Server{},
+			Logger:  slog.New(slog.DiscardHandler),
+			Metrics: m,
+		}
+	}
+	tests := []struct {
+		name string
+		mod  func(*upstream.Source)
+	}{
+		{"no camera", func(s *upstream.Source) { s.Camera = "" }},
+		{"no URL", func(s *upstream.Source) { s.URL = nil }},
+		{"no dialer", func(s *upstream.Source) { s.Dial = nil }},
+		{"no server", func(s *upstream.Source) { s.Server = nil }},
+		{"no logger", func(s *upstream.Source) { s.Logger = nil }},
+		{"no metrics", func(s *upstream.Source) { s.Metrics = nil }},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			checkGoroutines(t)
+			s := full()
+			tt.mod(s)
+			if err := s.Initialize(); err == nil {
+				s.Close()
+				t.Fatal("Initialize succeeded")
+			}
+		})
+	}
+}
+
+// TestOnDemandAndLinger: nothing dials before the first viewer; concurrent
+// viewers share one tunnel and one stream; the tunnel closes a Linger after
+// the last viewer left, and the next viewer dials again.
+func TestOnDemandAndLinger(t *testing.T) {
+	const linger = 300 * time.Millisecond
+	for _, viewers := range []int{1, 8} {
+		t.Run(strings.Repeat("v", viewers), func(t *testing.T) {
+			checkGoroutines(t)
+			ctx := testContext(t)
+			e := newEnv(t, func(s *upstream.Source) { s.Linger = linger })
+
+			// A spontaneous dial would come at once; give it a moment.
+			time.Sleep(50 * time.Millisecond)
+			if n := e.dial.dials.Load(); n != 0 || e.state() != metrics.StateIdle || e.cam.active() != 0 {
+				t.Fatalf("before any viewer: %d dials, state %s, %d camera connections; want 0, idle, 0", n, e.state(), e.cam.active())
+			}
+
+			results := make([]acquired, viewers)
+			var wg sync.WaitGroup
+			for i := range viewers {
+				wg.Go(func() {
+					st, err := e.src.Acquire(ctx)
+					results[i] = acquired{st, err}
+				})
+			}
+			wg.Wait()
+			first := results[0].stream
+			for i, r := range results {
+				if r.err != nil {
+					t.Fatalf("viewer %d: Acquire: %v", i, r.err)
+				}
+				if r.stream == nil || r.stream != first {
+					t.Fatalf("viewer %d got stream %p, viewer 0 got %p; want one shared stream", i, r.stream, first)
+				}
+			}
+			if n := e.dial.dials.Load(); n != 1 {
+				t.Errorf("%d dials for %d viewers, want 1", n, viewers)
+			}
+			if n := e.cam.plays.Load(); n != 1 {
+				t.Errorf("camera got %d PLAY requests, want 1", n)
+			}
+			if st := e.src.Status(); st.State != metrics.StateLive || st.Holds != viewers {
+				t.Errorf("Status() = %+v, want live with %d holds", st, viewers)
+			}
+			if got := e.stateMetric(metrics.StateLive); got != 1 {
+				t.Errorf("relay_upstream_state{state=live} = %v, want 1", got)
+			}
+			if n := e.cam.active(); n != 1 {
+				t.Errorf("camera has %d connections, want 1", n)
+			}
+
+			for range viewers {
+				released(ctx, t, e.src)
+			}
+			left := time.Now()
+			waitFor(ctx, t, "the upstream to close after the linger", func() bool {
+				return e.state() == metrics.StateIdle && e.cam.active() == 0
+			})
+			if d := time.Since(left); d < linger {
+				t.Errorf("upstream closed %v after the last viewer left, before the linger of %v", d, linger)
+			}
+			if st := e.src.Status(); st.Holds != 0 {
+				t.Errorf("Status().Holds = %d after every Release, want 0", st.Holds)
+			}
+			if got := e.stateMetric(metrics.StateIdle); got != 1 {
+				t.Errorf("relay_upstream_state{state=idle} = %v, want 1", got)
+			}
+			if !streamClosed(first) {
+				t.Error("the stream is still open after the upstream closed")
+			}
+
+			// The next viewer dials again and gets a new stream.
+			r := result(ctx, t, e.acquireAsync(ctx))
+			if r.err != nil {
+				t.Fatalf("Acquire after the linger: %v", r.err)
+			}
+			if r.stream == first {
+				t.Error("Acquire after the linger returned the closed stream")
+			}
+			if n := e.dial.dials.Load(); n != 2 {
+				t.Errorf("%d dials after a viewer came back, want 2", n)
+			}
+			if n := e.opens(t); n != 2 {
+				t.Errorf("relay_upstream_open_duration_seconds counts %d openings, want 2", n)
+			}
+			released(ctx, t, e.src)
+		})
+	}
+}
+
+// TestLingerCanceledByNewViewer: a viewer arriving during the linger keeps
+// the tunnel and the stream, and the linger does not close them under it.
+func TestLingerCanceledByNewViewer(t *testing.T) {
+	const linger = time.Second
+	checkGoroutines(t)
+	ctx := testContext(t)
+	e := newEnv(t, func(s *upstream.Source) { s.Linger = linger })
+	r := result(ctx, t, e.acquireAsync(ctx))
+	if r.err != nil {
+		t.Fatal(r.err)
+	}
+	released(ctx, t, e.src)
+	r2 := result(ctx, t, e.acquireAsync(ctx))
+	if r2.err != nil {
+		t.Fatal(r2.err)
+	}
+	if r2.stream != r.stream || e.dial.dials.Load() != 1 {
+		t.Fatalf("a viewer back within the linger got a new stream (%p, then %p) over %d dials; want the same, 1 dial",
+			r.stream, r2.stream, e.dial.dials.Load())
+	}
+	time.Sleep(linger + 200*time.Millisecond) // past the linger that was armed
+	if st := e.src.Status(); st.State != metrics.StateLive || st.Holds != 1 || e.cam.active() != 1 {
+		t.Fatalf("Status() = %+v with %d camera connections after the linger; want live with 1 hold, 1 connection", st, e.cam.active())
+	}
+	released(ctx, t, e.src)
+}
+
+// TestReconnectKeepsStream: the tunnel or camera drops while a viewer holds
+// the upstream; it reconnects with the same stream, and a viewer arriving
+// meanwhile waits for it.
+func TestReconnectKeepsStream(t *testing.T) {
+	tests := []struct {
+		name    string
+		mod     func(*upstream.Source)
+		drop    func(e *env)
+		recover func(e *env)
+	}{
+		{
+			name: "camera closes the connection",
+			drop: func(e *env) { e.cam.drop() },
+		},
+		{
+			name: "camera stops sending",
+			mod:  func(s *upstream.Source) { s.ReadTimeout = 500 * time.Millisecond },
+			drop: func(e *env) { e.cam.paused.Store(true) },
+			// Sending again before the retry is let through, so that the
+			// new session does not time out as well.
+			recover: func(e *env) { e.cam.paused.Store(false) },
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			checkGoroutines(t)
+			ctx := testContext(t)
+			e := newEnv(t, tt.mod)
+			first := result(ctx, t, e.acquireAsync(ctx))
+			if first.err != nil {
+				t.Fatal(first.err)
+			}
+
+			// Hold the reconnecting dial until the test has looked.
+			gate := make(chan struct{})
+			e.dial.set(e.cam.addr(), func(ctx context.Context) error {
+				select {
+				case <-gate:
+					return nil
+				case <-ctx.Done():
+					return ctx.Err()
+				}
+			})
+			tt.drop(e)
+			waitFor(ctx, t, "the upstream to reconnect", func() bool {
+				return e.state() == metrics.StateReconnecting && e.dial.dials.Load() == 2
+			})
+			if got := e.restarts(); got != 1 {
+				t.Errorf("relay_upstream_restarts_total = %v, want 1", got)
+			}
+			if got := e.stateMetric(metrics.StateReconnecting); got != 1 {
+				t.Errorf("relay_upstream_state{state=reconnecting} = %v, want 1", got)
+			}
+
+			// A viewer arriving now waits for the reconnect.
+			waiting := e.acquireAsync(ctx)
+			waitFor(ctx, t, "the second viewer's hold", func() bool { return e.src.Status().Holds == 2 })
+			select {
+			case r := <-waiting:
+				t.Fatalf("Acquire returned while reconnecting: %p, %v", r.stream, r.err)
+			default:
+			}
+			if tt.recover != nil {
+				tt.recover(e)
+			}
+			close(gate)
+			r := result(ctx, t, waiting)
+			if r.err != nil {
+				t.Fatalf("Acquire while reconnecting: %v", r.err)
+			}
+			if r.stream != first.stream {
+				t.Errorf("the stream changed across the reconnect (%p, then %p); viewers would be cut off", first.stream, r.stream)
+			}
+			if st := e.src.Status(); st.State != metrics.StateLive || st.Holds != 2 {
+				t.Errorf("Status() = %+v, want live with 2 holds", st)
+			}
+			if n := e.cam.plays.Load(); n != 2 {
+				t.Errorf("camera got %d PLAY requests, want 2", n)
+			}
+			waitFor(ctx, t, "the camera to see one connection", func() bool { return e.cam.active() == 1 })
+			if got := e.restarts(); got != 1 {
+				t.Errorf("relay_upstream_restarts_total = %v after the reconnect, want 1", got)
+			}
+			if n := e.dial.dials.Load(); n != 2 {
+				t.Errorf("%d dials, want 2", n)
+			}
+			released(ctx, t, e.src)
+			released(ctx, t, e.src)
+		})
+	}
+}
+
+// TestReconnectWindowEnds: the tunnel cannot come back; after the window,
+// waiting viewers fail, the stream closes (ending the viewers' sessions)
+// and the upstream is idle until the next viewer.
+func TestReconnectWindowEnds(t *testing.T) {
+	errDown := errors.New("tunnel down")
+	for _, window := range []time.Duration{0, 300 * time.Millisecond} {
+		t.Run(window.String(), func(t *testing.T) {
+			checkGoroutines(t)
+			ctx := testContext(t)
+			e := newEnv(t, func(s *upstream.Source) {
+				s.ReconnectWindow = window
+				s.Linger = 5 * time.Second // not the linger that closes it
+			})
+			first := result(ctx, t, e.acquireAsync(ctx))
+			if first.err != nil {
+				t.Fatal(first.err)
+			}
+			e.dial.set(e.cam.addr(), func(context.Context) error { return errDown })
+			dropped := time.Now()
+			e.cam.drop()
+
+			var waiting <-chan acquired
+			if window > 0 {
+				waitFor(ctx, t, "reconnecting", func() bool { return e.state() == metrics.StateReconnecting })
+				waiting = e.acquireAsync(ctx)
+			}
+			waitFor(ctx, t, "the upstream to give up", func() bool { return e.state() == metrics.StateIdle })
+			if d := time.Since(dropped); d < window {
+				t.Errorf("gave up %v after the drop, before the window of %v", d, window)
+			}
+			if waiting != nil {
+				r := result(ctx, t, waiting)
+				if r.err == nil || !strings.Contains(r.err.Error(), errDown.Error()) {
+					t.Errorf("waiting Acquire: %p, %v; want an error saying %q", r.stream, r.err, errDown)
+				}
+				waitFor(ctx, t, "the waiting viewer's hold to go", func() bool { return e.src.Status().Holds == 1 })
+			}
+			if !streamClosed(first.stream) {
+				t.Error("the stream is still open after the window ended")
+			}
+			if got := e.restarts(); got != 1 {
+				t.Errorf("relay_upstream_restarts_total = %v, want 1", got)
+			}
+			// With a window, the last error is a failed redial; without,
+			// the drop itself.
+			wantErr := "camera session"
+			if window > 0 {
+				wantErr = errDown.Error()
+			}
+			if st := e.src.Status(); !strings.Contains(st.LastErr, wantErr) {
+				t.Errorf("Status().LastErr = %q, want it to mention %q", st.LastErr, wantErr)
+			}
+			// No retries after giving up.
+			n := e.dial.dials.Load()
+			time.Sleep(200 * time.Millisecond) // several RetryMax
+			if m := e.dial.dials.Load(); m != n {
+				t.Errorf("%d more dials after giving up", m-n)
+			}
+			released(ctx, t, e.src) // the first viewer's session ended
+
+			// The next viewer opens a new stream.
+			e.dial.set(e.cam.addr(), nil)
+			r := result(ctx, t, e.acquireAsync(ctx))
+			if r.err != nil {
+				t.Fatalf("Acquire after the camera came back: %v", r.err)
+			}
+			if r.stream == first.stream {
+				t.Error("got the closed stream back")
+			}
+			// A new opening, not a reconnect: its duration is observed.
+			if n := e.opens(t); n != 2 {
+				t.Errorf("relay_upstream_open_duration_seconds counts %d openings, want 2", n)
+			}
+			released(ctx, t, e.src)
+		})
+	}
+}
+
+// TestOpenFails: when the upstream cannot open, every waiting viewer gets
+// the error at once (no retries behind their backs), keeps no hold, and the
+// next viewer tries again.
+func TestOpenFails(t *testing.T) {
+	errDial := errors.New("module offline")
+	tests := []struct {
+		name    string
+		fail    func(e *env)
+		fix     func(e *env)
+		wantErr string
+	}{
+		{
+			name:    "dial fails",
+			fail:    func(e *env) { e.dial.set(e.cam.addr(), func(context.Context) error { return errDial }) },
+			fix:     func(e *env) { e.dial.set(e.cam.addr(), nil) },
+			wantErr: errDial.Error(),
+		},
+		{
+			name:    "camera answers 404",
+			fail:    func(e *env) { e.cam.refuse.Store(true) },
+			fix:     func(e *env) { e.cam.refuse.Store(false) },
+			wantErr: "404",
+		},
+	}
+	const viewers = 3
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			checkGoroutines(t)
+			ctx := testContext(t)
+			// Long backoffs: a hidden retry would make the viewers wait.
+			e := newEnv(t, func(s *upstream.Source) { s.RetryMin, s.RetryMax = time.Hour, time.Hour })
+			tt.fail(e)
+			var chs []<-chan acquired
+			for range viewers {
+				chs = append(chs, e.acquireAsync(ctx))
+			}
+			for i, ch := range chs {
+				r := result(ctx, t, ch)
+				if r.err == nil || !strings.Contains(r.err.Error(), tt.wantErr) {
+					t.Errorf("viewer %d: Acquire = %p, %v; want an error containing %q", i, r.stream, r.err, tt.wantErr)
+				}
+				if tt.name == "dial fails" && !errors.Is(r.err, errDial) {
+					t.Errorf("viewer %d: %v does not wrap the dialer's error", i, r.err)
+				}
+			}
+			if n := e.dial.dials.Load(); n < 1 || n > viewers {
+				t.Errorf("%d dials for %d viewers, want 1..%d", n, viewers, viewers)
+			}
+			waitFor(ctx, t, "no holds and idle", func() bool {
+				st := e.src.Status()
+				return st.Holds == 0 && st.State == metrics.StateIdle
+			})
+			waitFor(ctx, t, "the camera connection to close", func() bool { return e.cam.active() == 0 })
+			if st := e.src.Status(); !strings.Contains(st.LastErr, tt.wantErr) {
+				t.Errorf("Status().LastErr = %q, want it to contain %q", st.LastErr, tt.wantErr)
+			}
+			if got := e.restarts(); got != 0 {
+				t.Errorf("relay_upstream_restarts_total = %v, want 0 (it never was live)", got)
+			}
+
+			tt.fix(e)
+			before := e.dial.dials.Load()
+			r := result(ctx, t, e.acquireAsync(ctx))
+			if r.err != nil {
+				t.Fatalf("Acquire once the camera is back: %v", r.err)
+			}
+			if n := e.dial.dials.Load(); n != before+1 {
+				t.Errorf("%d dials for the next viewer, want 1", n-before)
+			}
+			if st := e.src.Status(); st.Holds != 1 {
+				t.Errorf("Status().Holds = %d, want 1 (failed viewers leaked holds)", st.Holds)
+			}
+			released(ctx, t, e.src)
+			waitFor(ctx, t, "idle after the linger", func() bool { return e.state() == metrics.StateIdle && e.cam.active() == 0 })
+		})
+	}
+}
+
+// TestAcquireCanceledWhileOpening: a viewer that gives up while the
+// upstream opens takes its hold back, and the linger then stops the
+// attempt (the tunnel is not left half open).
+func TestAcquireCanceledWhileOpening(t *testing.T) {
+	tests := []struct {
+		name string
+		// stall makes the opening hang and returns a channel closed once
+		// the attempt was stopped.
+		stall func(t *testing.T, e *env) (stopped <-chan struct{})
+	}{
+		{
+			name: "during the dial",
+			stall: func(t *testing.T, e *env) <-chan struct{} {
+				hook, _, exited := blockingHook()
+				e.dial.set(e.cam.addr(), hook)
+				return exited
+			},
+		},
+		{
+			name: "camera does not answer",
+			stall: func(t *testing.T, e *env) <-chan struct{} {
+				ln, err := net.Listen("tcp", "127.0.0.1:0")
+				if err != nil {
+					t.Fatal(err)
+				}
+				t.Cleanup(func() { ln.Close() })
+				closed := make(chan struct{})
+				go func() {
+					c, err := ln.Accept()
+					if err != nil {
+						return
+					}
+					defer c.Close()
+					var buf [4096]byte
+					for {
+						if _, err := c.Read(buf[:]); err != nil {
+							close(closed) // the upstream hung up
+							return
+						}
+					}
+				}()
+				e.dial.set(ln.Addr().String(), nil)
+				return closed
+			},
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			checkGoroutines(t)
+			ctx := testContext(t)
+			e := newEnv(t, func(s *upstream.Source) { s.Linger = 100 * time.Millisecond })
+			stopped := tt.stall(t, e)
+
+			actx, cancel := context.WithCancel(ctx)
+			ch := e.acquireAsync(actx)
+			waitFor(ctx, t, "the opening", func() bool {
+				return e.dial.dials.Load() == 1 && e.src.Status().Holds == 1 && e.state() == metrics.StateOpening
+			})
+			cancel()
+			r := result(ctx, t, ch)
+			if !errors.Is(r.err, context.Canceled) {
+				t.Fatalf("Acquire = %p, %v; want context.Canceled", r.stream, r.err)
+			}
+			waitFor(ctx, t, "the hold to be given back", func() bool { return e.src.Status().Holds == 0 })
+			select {
+			case <-stopped:
+			case <-ctx.Done():
+				t.Fatal("the opening attempt was not stopped after the linger")
+			}
+			waitFor(ctx, t, "idle", func() bool { return e.state() == metrics.StateIdle })
+
+			e.dial.set(e.cam.addr(), nil)
+			r = result(ctx, t, e.acquireAsync(ctx))
+			if r.err != nil {
+				t.Fatalf("Acquire after the canceled one: %v", r.err)
+			}
+			if st := e.src.Status(); st.Holds != 1 || st.State != metrics.StateLive {
+				t.Errorf("Status() = %+v, want live with 1 hold", st)
+			}
+			released(ctx, t, e.src)
+		})
+	}
+}
+
+// TestClose: Close ends the tunnel and the stream, fails waiting and later
+// Acquires with ErrClosed, does not block Release, and leaves no goroutine
+// behind (checkGoroutines).
+func TestClose(t *testing.T) {
+	tests := []struct {
+		name string
+		// setup brings the upstream to the state under test and returns
+		// the Acquires that are waiting.
+		setup func(ctx context.Context, t *testing.T, e *env) []<-chan acquired
+	}{
+		{
+			name: "opening",
+			setup: func(ctx context.Context, t *testing.T, e *env) []<-chan acquired {
+				hook, _, _ := blockingHook()
+				e.dial.set(e.cam.addr(), hook)
+				var chs []<-chan acquired
+				for range 3 {
+					chs = append(chs, e.acquireAsync(ctx))
+				}
+				waitFor(ctx, t, "3 holds", func() bool { return e.src.Status().Holds == 3 })
+				return chs
+			},
+		},
+		{
+			name: "live",
+			setup: func(ctx context.Context, t *testing.T, e *env) []<-chan acquired {
+				for range 2 {
+					if r := result(ctx, t, e.acquireAsync(ctx)); r.err != nil {
+						t.Fatal(r.err)
+					}
+				}
+				return nil
+			},
+		},
+		{
+			name: "reconnecting",
+			setup: func(ctx context.Context, t *testing.T, e *env) []<-chan acquired {
+				if r := result(ctx, t, e.acquireAsync(ctx)); r.err != nil {
+					t.Fatal(r.err)
+				}
+				hook, entered, _ := blockingHook()
+				e.dial.set(e.cam.addr(), hook)
+				e.cam.drop()
+				select {
+				case <-entered:
+				case <-ctx.Done():
+					t.Fatal("no reconnect")
+				}
+				ch := e.acquireAsync(ctx)
+				waitFor(ctx, t, "2 holds", func() bool { return e.src.Status().Holds == 2 })
+				return []<-chan acquired{ch}
+			},
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			checkGoroutines(t)
+			ctx := testContext(t)
+			e := newEnv(t, nil)
+			waiting := tt.setup(ctx, t, e)
+
+			closed := make(chan struct{})
+			go func() {
+				e.src.Close()
+				close(closed)
+			}()
+			select {
+			case <-closed:
+			case <-ctx.Done():
+				t.Fatal("Close did not return")
+			}
+			for i, ch := range waiting {
+				if r := result(ctx, t, ch); !errors.Is(r.err, upstream.ErrClosed) {
+					t.Errorf("waiting Acquire %d = %p, %v; want ErrClosed", i, r.stream, r.err)
+				}
+			}
+			if r := result(ctx, t, e.acquireAsync(ctx)); !errors.Is(r.err, upstream.ErrClosed) {
+				t.Errorf("Acquire after Close = %p, %v; want ErrClosed", r.stream, r.err)
+			}
+			released(ctx, t, e.src)
+			if st := e.src.Status(); st.State != metrics.StateIdle {
+				t.Errorf("Status().State = %s after Close, want idle", st.State)
+			}
+			waitFor(ctx, t, "the camera connection to close", func() bool { return e.cam.active() == 0 })
+		})
+	}
+}
