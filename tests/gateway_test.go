@@ -240,3 +240,36 @@ func TestSharedModuleLoss(t *testing.T) {
 			metricValue(m, "process_open_fds") <= baseFDs+2
 	})
 }
+
+// TestSharedRTSPS: a player reads the shared camera over RTSPS (RTSP over
+// TLS on its own port, the relay's certificate) with Digest credentials,
+// and GStreamer does too; both share the one upstream.
+func TestSharedRTSPS(t *testing.T) {
+	t.Parallel()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	rc := newRelayChain(t, ctx, relayOptions{})
+	var raw string
+	for _, c := range rc.ready.Cameras {
+		if c.Name == "door" {
+			raw = c.RTSPSURL
+		}
+	}
+	if !strings.HasPrefix(raw, "rtsps://127.0.0.1:") {
+		t.Fatalf("ready line's rtspsURL for door is %q", raw)
+	}
+	u, _ := url.Parse(raw)
+	u.User = url.UserPassword("alice", rc.password)
+	// ffmpeg does not verify the certificate by default; the relay's
+	// websocket tests cover verification with its CA.
+	frames, err := harness.FFmpegDecode(ctx, u.String(), 3*time.Second)
+	if err != nil || frames < 25 {
+		t.Fatalf("RTSPS: %d frames, %v", frames, err)
+	}
+	if err := harness.GStreamerPlay(ctx, raw+" tls-validation-flags=0", "alice", rc.password, 30); err != nil {
+		t.Fatalf("GStreamer over RTSPS: %v", err)
+	}
+	if got := metricValue(rc.relayMetrics(ctx), `relay_method_calls_total{status="200"}`); got != 1 {
+		t.Errorf("tunnelOpen calls %v, want 1", got)
+	}
+}

@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
+	"net/url"
 	"strconv"
 	"strings"
 	"sync"
@@ -139,7 +140,8 @@ func (g *Gate) open() bool { return g.AllowAnonymous && len(g.Users) == 0 }
 // Timeout does not apply then.
 //
 // Errors from reading the player wrap the read error (io.EOF when it hung
-// up, os.ErrDeadlineExceeded after Timeout).
+// up, os.ErrDeadlineExceeded after Timeout). A Gate without a Verifier or
+// a Limiter for a camera that is not open fails at once, answering nothing.
 func (g *Gate) Admit(conn net.Conn, secure bool) (net.Conn, error) {
 	if g.open() {
 		return conn, nil
@@ -215,7 +217,7 @@ func (g *Gate) Admit(conn net.Conn, secure bool) (net.Conn, error) {
 			stale = true
 		default:
 			limited := g.Limiter.Failed(remote)
-			log.Warn("authentication failed", "user", auth.UserOf(err), "method", req.method, "error", err.Error(), "rate_limited", limited)
+			log.Warn("authentication failed", "user", auth.UserOf(err), "path", gatePath(req.uri), "method", req.method, "error", err.Error(), "rate_limited", limited)
 			g.refused(metrics.RefusedBadCredentials)
 		}
 		challenge := g.Verifier.Challenge(secure, stale)
@@ -232,6 +234,16 @@ func (g *Gate) Admit(conn net.Conn, secure bool) (net.Conn, error) {
 		}
 	}
 	return nil, fmt.Errorf("rtspserver: not authenticated after %d requests", gateMaxRequests)
+}
+
+// gatePath is the path of a request URI for logs, like the RTSP server's
+// "path" attribute: without user info or query, which may hold secrets.
+func gatePath(uri string) string {
+	u, err := url.Parse(uri)
+	if err != nil {
+		return ""
+	}
+	return u.Path
 }
 
 func (g *Gate) refused(reason string) {

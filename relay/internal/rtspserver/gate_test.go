@@ -495,7 +495,7 @@ func TestGateWrongPassword(t *testing.T) {
 		t.Fatal("Admit admitted a rate-limited player")
 	}
 	logs := e.logs.String()
-	for _, s := range []string{`"level":"WARN"`, `"msg":"authentication failed"`, `"user":"alice"`, `"method":"DESCRIBE"`, `"rate_limited":true`, `"camera":"door"`} {
+	for _, s := range []string{`"level":"WARN"`, `"msg":"authentication failed"`, `"user":"alice"`, `"method":"DESCRIBE"`, `"path":"/door"`, `"rate_limited":true`, `"camera":"door"`} {
 		if !strings.Contains(logs, s) {
 			t.Errorf("log lacks %s:\n%s", s, logs)
 		}
@@ -823,7 +823,10 @@ func TestGateLogsNoSecrets(t *testing.T) {
 	basic := func(pass string) string {
 		return "Authorization: Basic " + base64.StdEncoding.EncodeToString([]byte("alice:"+pass))
 	}
-	p.send(request("DESCRIBE", gateURI, 1, basic(wrongBasic)))
+	// Some players put credentials or tokens in the URL: the log gets
+	// the path only.
+	const inURL, inQuery = "pass-in-url", "token-in-query"
+	p.send(request("DESCRIBE", "rtsp://alice:"+inURL+"@127.0.0.1:8554/door?t="+inQuery, 1, basic(wrongBasic)))
 	res := p.response()
 	checkChallenge(t, res, 1, true, false)
 	// Digest, because gortsplib prefers it when both are offered.
@@ -836,11 +839,14 @@ func TestGateLogsNoSecrets(t *testing.T) {
 	}
 
 	logs := e.logs.String()
+	if n := strings.Count(logs, `"path":"/door"`); n != 2 {
+		t.Fatalf("%d failures logged with path /door, want 2:\n%s", n, logs)
+	}
 	if n := strings.Count(logs, `"msg":"authentication failed"`); n != 2 {
 		t.Fatalf("%d failures logged, want 2:\n%s", n, logs)
 	}
 	for _, secret := range []string{
-		wrongBasic, wrongDigest, alicePassword,
+		wrongBasic, wrongDigest, alicePassword, inURL, inQuery,
 		base64.StdEncoding.EncodeToString([]byte("alice:" + wrongBasic)),
 		"Authorization", "Basic ", "Digest ", "response=",
 	} {

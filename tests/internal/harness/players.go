@@ -49,7 +49,11 @@ func GStreamerPlay(ctx context.Context, url, user, password string, buffers int)
 	if err != nil {
 		return fmt.Errorf("gst-launch-1.0 not found (install gstreamer1.0-tools and plugins, e.g. scripts/setup.sh): %w", err)
 	}
-	args := []string{"-q", "rtspsrc", "location=" + url, "protocols=tcp", "latency=0"}
+	// url may carry extra rtspsrc properties after a space, e.g.
+	// "rtsps://... tls-validation-flags=0".
+	location, extra, _ := strings.Cut(url, " ")
+	args := []string{"-q", "rtspsrc", "location=" + location, "protocols=tcp", "latency=0"}
+	args = append(args, strings.Fields(extra)...)
 	if user != "" {
 		args = append(args, "user-id="+user, "user-pw="+password)
 	}
