@@ -31,13 +31,13 @@ import (
 )
 
 const (
-	gateRealm     = "relay@gate-test"
-	gateURI       = "rtsp://127.0.0.1:8554/door"
-	alicePassword = "wonderland-42"
-	bobPassword   = "builder-7"
+	gateRealm         = "relay@gate-test"
+	gateURI           = "rtsp://127.0.0.1:8554/door"
+	gateAlicePassword = "wonderland-42"
+	gateBobPassword   = "builder-7"
 )
 
-var loopback = netip.MustParseAddr("127.0.0.1")
+var gateLoopback = netip.MustParseAddr("127.0.0.1")
 
 var (
 	gateUsersOnce sync.Once
@@ -53,7 +53,7 @@ func gateTestUsers(t *testing.T) []auth.User {
 		var wg sync.WaitGroup
 		var errs [2]error
 		gateUsers = make([]auth.User, 2)
-		for i, np := range [][2]string{{"alice", alicePassword}, {"bob", bobPassword}} {
+		for i, np := range [][2]string{{"alice", gateAlicePassword}, {"bob", gateBobPassword}} {
 			wg.Go(func() { gateUsers[i], errs[i] = auth.HashPassword(np[0], gateRealm, np[1]) })
 		}
 		wg.Wait()
@@ -65,19 +65,19 @@ func gateTestUsers(t *testing.T) []auth.User {
 	return gateUsers
 }
 
-// syncBuffer collects log output written from Admit's goroutine.
-type syncBuffer struct {
+// gateLogBuffer collects log output written from Admit's goroutine.
+type gateLogBuffer struct {
 	mu sync.Mutex
 	b  bytes.Buffer
 }
 
-func (s *syncBuffer) Write(p []byte) (int, error) {
+func (s *gateLogBuffer) Write(p []byte) (int, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.b.Write(p)
 }
 
-func (s *syncBuffer) String() string {
+func (s *gateLogBuffer) String() string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.b.String()
@@ -88,7 +88,7 @@ type gateEnv struct {
 	verifier *auth.Verifier
 	limiter  *auth.Limiter
 	metrics  *metrics.Metrics
-	logs     *syncBuffer
+	logs     *gateLogBuffer
 }
 
 // newGateEnv returns a Gate for camera "door" open to alice, with a real
@@ -104,7 +104,7 @@ func newGateEnv(t *testing.T, mod func(*auth.Verifier, *auth.Limiter, *Gate)) *g
 		verifier: &auth.Verifier{Realm: gateRealm, Users: gateTestUsers(t)},
 		limiter:  &auth.Limiter{},
 		metrics:  m,
-		logs:     &syncBuffer{},
+		logs:     &gateLogBuffer{},
 	}
 	e.gate = &Gate{
 		Camera:   "door",
@@ -139,8 +139,8 @@ func (e *gateEnv) checkRefused(t *testing.T, want map[string]float64) {
 	}
 }
 
-// testContext bounds a test; d is 20s when zero.
-func testContext(t *testing.T, d ...time.Duration) context.Context {
+// gateContext bounds a test; d is 20s when zero.
+func gateContext(t *testing.T, d ...time.Duration) context.Context {
 	t.Helper()
 	timeout := 20 * time.Second
 	if len(d) > 0 {
@@ -151,9 +151,9 @@ func testContext(t *testing.T, d ...time.Duration) context.Context {
 	return ctx
 }
 
-// tcpPair returns both ends of a loopback TCP connection (so that the
+// gateTCPPair returns both ends of a gateLoopback TCP connection (so that the
 // Limiter sees 127.0.0.1), each with ctx's deadline, closed at cleanup.
-func tcpPair(ctx context.Context, t *testing.T) (client, server net.Conn) {
+func gateTCPPair(ctx context.Context, t *testing.T) (client, server net.Conn) {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -184,62 +184,62 @@ func tcpPair(ctx context.Context, t *testing.T) (client, server net.Conn) {
 	return client, server
 }
 
-// deadlineConn records the deadlines set on it.
-type deadlineConn struct {
+// gateDeadlineConn records the deadlines set on it.
+type gateDeadlineConn struct {
 	net.Conn
 	mu          sync.Mutex
 	read, write time.Time // guarded by mu
 }
 
-func (c *deadlineConn) SetDeadline(t time.Time) error {
+func (c *gateDeadlineConn) SetDeadline(t time.Time) error {
 	c.mu.Lock()
 	c.read, c.write = t, t
 	c.mu.Unlock()
 	return c.Conn.SetDeadline(t)
 }
 
-func (c *deadlineConn) SetReadDeadline(t time.Time) error {
+func (c *gateDeadlineConn) SetReadDeadline(t time.Time) error {
 	c.mu.Lock()
 	c.read = t
 	c.mu.Unlock()
 	return c.Conn.SetReadDeadline(t)
 }
 
-func (c *deadlineConn) SetWriteDeadline(t time.Time) error {
+func (c *gateDeadlineConn) SetWriteDeadline(t time.Time) error {
 	c.mu.Lock()
 	c.write = t
 	c.mu.Unlock()
 	return c.Conn.SetWriteDeadline(t)
 }
 
-func (c *deadlineConn) deadlines() (read, write time.Time) {
+func (c *gateDeadlineConn) deadlines() (read, write time.Time) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	return c.read, c.write
 }
 
-type admitResult struct {
+type gateAdmitResult struct {
 	conn net.Conn
 	err  error
 }
 
-// startAdmit runs Admit in a goroutine and returns a function that waits
+// startGateAdmit runs Admit in a goroutine and returns a function that waits
 // for its result. At cleanup, server is closed and the goroutine awaited.
-func startAdmit(ctx context.Context, t *testing.T, g *Gate, server net.Conn, secure bool) func() admitResult {
+func startGateAdmit(ctx context.Context, t *testing.T, g *Gate, server net.Conn, secure bool) func() gateAdmitResult {
 	t.Helper()
-	var res admitResult
+	var res gateAdmitResult
 	done := make(chan struct{}) // closed once res is set
 	go func() {
 		defer close(done)
 		res.conn, res.err = g.Admit(server, secure)
 	}()
-	wait := func() admitResult {
+	wait := func() gateAdmitResult {
 		select {
 		case <-done:
 			return res
 		case <-ctx.Done():
 			t.Fatal("Admit did not return:", ctx.Err())
-			return admitResult{}
+			return gateAdmitResult{}
 		}
 	}
 	t.Cleanup(func() {
@@ -254,24 +254,24 @@ func startAdmit(ctx context.Context, t *testing.T, g *Gate, server net.Conn, sec
 }
 
 // player is the client side.
-type player struct {
+type gatePlayer struct {
 	t    *testing.T
 	conn net.Conn
 	br   *bufio.Reader
 }
 
-func newPlayer(t *testing.T, c net.Conn) *player {
-	return &player{t: t, conn: c, br: bufio.NewReader(c)}
+func newGatePlayer(t *testing.T, c net.Conn) *gatePlayer {
+	return &gatePlayer{t: t, conn: c, br: bufio.NewReader(c)}
 }
 
-func (p *player) send(b []byte) {
+func (p *gatePlayer) send(b []byte) {
 	p.t.Helper()
 	if _, err := p.conn.Write(b); err != nil {
 		p.t.Fatal(err)
 	}
 }
 
-func (p *player) response() *base.Response {
+func (p *gatePlayer) response() *base.Response {
 	p.t.Helper()
 	var res base.Response
 	if err := res.Unmarshal(p.br); err != nil {
@@ -281,7 +281,7 @@ func (p *player) response() *base.Response {
 }
 
 // raw reads exactly n bytes.
-func (p *player) raw(n int) string {
+func (p *gatePlayer) raw(n int) string {
 	p.t.Helper()
 	b := make([]byte, n)
 	if _, err := io.ReadFull(p.br, b); err != nil {
@@ -292,7 +292,7 @@ func (p *player) raw(n int) string {
 
 // closed fails unless the gate closes the connection without writing
 // anything more.
-func (p *player) closed() {
+func (p *gatePlayer) closed() {
 	p.t.Helper()
 	b, _ := io.ReadAll(p.br) // EOF, or a reset when unread bytes were discarded
 	if len(b) != 0 {
@@ -301,7 +301,7 @@ func (p *player) closed() {
 }
 
 // request returns an RTSP request without a body.
-func request(method, uri string, cseq int, headers ...string) []byte {
+func gateReq(method, uri string, cseq int, headers ...string) []byte {
 	s := fmt.Sprintf("%s %s RTSP/1.0\r\nCSeq: %d\r\nUser-Agent: gate-test\r\n", method, uri, cseq)
 	for _, h := range headers {
 		s += h + "\r\n"
@@ -309,9 +309,9 @@ func request(method, uri string, cseq int, headers ...string) []byte {
 	return []byte(s + "\r\n")
 }
 
-// withCredentials builds a request answering res's challenge with
+// gateWithCredentials builds a request answering res's challenge with
 // gortsplib's client-side Digest (or Basic, if that is all it was offered).
-func withCredentials(t *testing.T, res *base.Response, user, pass, method string, cseq int) []byte {
+func gateWithCredentials(t *testing.T, res *base.Response, user, pass, method string, cseq int) []byte {
 	t.Helper()
 	s := &gsauth.Sender{WWWAuth: res.Header["WWW-Authenticate"], User: user, Pass: pass}
 	if err := s.Initialize(); err != nil {
@@ -333,11 +333,11 @@ func withCredentials(t *testing.T, res *base.Response, user, pass, method string
 	return b
 }
 
-var digestChallengeRE = regexp.MustCompile(`^Digest realm="` + regexp.QuoteMeta(gateRealm) + `", nonce="([^"]+)", algorithm=MD5, qop="auth"(, stale=TRUE)?$`)
+var gateChallengeRE = regexp.MustCompile(`^Digest realm="` + regexp.QuoteMeta(gateRealm) + `", nonce="([^"]+)", algorithm=MD5, qop="auth"(, stale=TRUE)?$`)
 
-// checkChallenge fails unless res is a 401 for cseq offering Digest first
+// checkGateChallenge fails unless res is a 401 for cseq offering Digest first
 // (and Basic when secure), with stale=TRUE when stale.
-func checkChallenge(t *testing.T, res *base.Response, cseq int, secure, stale bool) {
+func checkGateChallenge(t *testing.T, res *base.Response, cseq int, secure, stale bool) {
 	t.Helper()
 	if res.StatusCode != base.StatusUnauthorized {
 		t.Fatalf("status %d, want 401", res.StatusCode)
@@ -353,7 +353,7 @@ func checkChallenge(t *testing.T, res *base.Response, cseq int, secure, stale bo
 	if len(ch) != want {
 		t.Fatalf("WWW-Authenticate %q, want %d values", ch, want)
 	}
-	m := digestChallengeRE.FindStringSubmatch(ch[0])
+	m := gateChallengeRE.FindStringSubmatch(ch[0])
 	if m == nil || (m[2] != "") != stale {
 		t.Fatalf("Digest challenge %q (stale %v)", ch[0], stale)
 	}
@@ -368,26 +368,26 @@ func TestGateAdmitsAfterChallenge(t *testing.T) {
 		secure bool
 		first  []byte // the request without credentials
 	}{
-		{"plain", false, request("DESCRIBE", gateURI, 1)},
-		{"TLS offers Basic too", true, request("DESCRIBE", gateURI, 1)},
+		{"plain", false, gateReq("DESCRIBE", gateURI, 1)},
+		{"TLS offers Basic too", true, gateReq("DESCRIBE", gateURI, 1)},
 		{"LF line ends", false, []byte("DESCRIBE " + gateURI + " RTSP/1.0\nCSeq: 1\n\n")},
 		{"body skipped", false, []byte("DESCRIBE " + gateURI + " RTSP/1.0\r\nCSeq: 1\r\nContent-Length: 5\r\n\r\nhello")},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			e := newGateEnv(t, nil)
-			ctx := testContext(t)
-			client, server := tcpPair(ctx, t)
-			dc := &deadlineConn{Conn: server}
-			wait := startAdmit(ctx, t, e.gate, dc, tc.secure)
-			p := newPlayer(t, client)
+			ctx := gateContext(t)
+			client, server := gateTCPPair(ctx, t)
+			dc := &gateDeadlineConn{Conn: server}
+			wait := startGateAdmit(ctx, t, e.gate, dc, tc.secure)
+			p := newGatePlayer(t, client)
 
 			p.send(tc.first)
 			res := p.response()
-			checkChallenge(t, res, 1, tc.secure, false)
+			checkGateChallenge(t, res, 1, tc.secure, false)
 
-			admitted := withCredentials(t, res, "alice", alicePassword, "DESCRIBE", 2)
-			pipelined := request("GET_PARAMETER", gateURI, 3)
+			admitted := gateWithCredentials(t, res, "alice", gateAlicePassword, "DESCRIBE", 2)
+			pipelined := gateReq("GET_PARAMETER", gateURI, 3)
 			p.send(append(append([]byte(nil), admitted...), pipelined...))
 			r := wait()
 			if r.err != nil {
@@ -419,7 +419,7 @@ func TestGateAdmitsAfterChallenge(t *testing.T) {
 			}
 
 			e.checkRefused(t, nil)
-			if !e.limiter.Allowed(loopback) || e.limiter.RetryAfter(loopback) != 0 {
+			if !e.limiter.Allowed(gateLoopback) || e.limiter.RetryAfter(gateLoopback) != 0 {
 				t.Fatal("a challenge counted as a failure")
 			}
 			if logs := e.logs.String(); !strings.Contains(logs, `"msg":"player authenticated"`) || !strings.Contains(logs, `"user":"alice"`) {
@@ -431,12 +431,12 @@ func TestGateAdmitsAfterChallenge(t *testing.T) {
 
 func TestGateOptions(t *testing.T) {
 	e := newGateEnv(t, nil)
-	ctx := testContext(t)
-	client, server := tcpPair(ctx, t)
-	wait := startAdmit(ctx, t, e.gate, server, false)
-	p := newPlayer(t, client)
+	ctx := gateContext(t)
+	client, server := gateTCPPair(ctx, t)
+	wait := startGateAdmit(ctx, t, e.gate, server, false)
+	p := newGatePlayer(t, client)
 
-	p.send(request("OPTIONS", gateURI, 1))
+	p.send(gateReq("OPTIONS", gateURI, 1))
 	const want = "RTSP/1.0 200 OK\r\nCSeq: 1\r\nServer: rtsptunnel-relay\r\n" +
 		"Public: OPTIONS, DESCRIBE, SETUP, PLAY, PAUSE, TEARDOWN, GET_PARAMETER\r\nContent-Length: 0\r\n\r\n"
 	if got := p.raw(len(want)); got != want {
@@ -444,15 +444,15 @@ func TestGateOptions(t *testing.T) {
 	}
 
 	// An OPTIONS with credentials is answered by the gate as well.
-	p.send(request("OPTIONS", gateURI, 2, "Authorization: Basic "+base64.StdEncoding.EncodeToString([]byte("alice:x"))))
+	p.send(gateReq("OPTIONS", gateURI, 2, "Authorization: Basic "+base64.StdEncoding.EncodeToString([]byte("alice:x"))))
 	if res := p.response(); res.StatusCode != base.StatusOK || res.Header["CSeq"][0] != "2" {
 		t.Fatalf("second OPTIONS answered %v", res)
 	}
 
-	p.send(request("DESCRIBE", gateURI, 3))
+	p.send(gateReq("DESCRIBE", gateURI, 3))
 	res := p.response()
-	checkChallenge(t, res, 3, false, false)
-	admitted := withCredentials(t, res, "alice", alicePassword, "DESCRIBE", 4)
+	checkGateChallenge(t, res, 3, false, false)
+	admitted := gateWithCredentials(t, res, "alice", gateAlicePassword, "DESCRIBE", 4)
 	p.send(admitted)
 	r := wait()
 	if r.err != nil {
@@ -467,26 +467,26 @@ func TestGateOptions(t *testing.T) {
 
 func TestGateWrongPassword(t *testing.T) {
 	e := newGateEnv(t, func(_ *auth.Verifier, l *auth.Limiter, _ *Gate) { l.Burst = 1 })
-	ctx := testContext(t)
-	client, server := tcpPair(ctx, t)
-	wait := startAdmit(ctx, t, e.gate, server, false)
-	p := newPlayer(t, client)
+	ctx := gateContext(t)
+	client, server := gateTCPPair(ctx, t)
+	wait := startGateAdmit(ctx, t, e.gate, server, false)
+	p := newGatePlayer(t, client)
 
-	p.send(request("DESCRIBE", gateURI, 1))
+	p.send(gateReq("DESCRIBE", gateURI, 1))
 	res := p.response()
-	checkChallenge(t, res, 1, false, false)
+	checkGateChallenge(t, res, 1, false, false)
 
-	p.send(withCredentials(t, res, "alice", "wonderland-43", "DESCRIBE", 2))
+	p.send(gateWithCredentials(t, res, "alice", "wonderland-43", "DESCRIBE", 2))
 	res = p.response()
-	checkChallenge(t, res, 2, false, false) // same connection, fresh challenge
-	if e.limiter.Allowed(loopback) {
+	checkGateChallenge(t, res, 2, false, false) // same connection, fresh challenge
+	if e.limiter.Allowed(gateLoopback) {
 		t.Fatal("the failure was not recorded with the Limiter")
 	}
 	e.checkRefused(t, map[string]float64{metrics.RefusedBadCredentials: 1})
 
 	// With Burst 1 the address is now limited: even the right password
 	// gets 503, and the gate hangs up.
-	p.send(withCredentials(t, res, "alice", alicePassword, "DESCRIBE", 3))
+	p.send(gateWithCredentials(t, res, "alice", gateAlicePassword, "DESCRIBE", 3))
 	res = p.response()
 	if res.StatusCode != base.StatusServiceUnavailable {
 		t.Fatalf("status %d, want 503", res.StatusCode)
@@ -511,26 +511,26 @@ func TestGateUsers(t *testing.T) {
 		pass      string
 		admitted  bool
 	}{
-		{"listed user", []string{"alice"}, false, "alice", alicePassword, true},
-		{"valid user not listed", []string{"alice"}, false, "bob", bobPassword, false},
-		{"star", []string{"*"}, false, "bob", bobPassword, true},
-		{"no users, anonymous off", nil, false, "alice", alicePassword, false},
-		{"anonymous on, but the camera has users", []string{"alice"}, true, "bob", bobPassword, false},
+		{"listed user", []string{"alice"}, false, "alice", gateAlicePassword, true},
+		{"valid user not listed", []string{"alice"}, false, "bob", gateBobPassword, false},
+		{"star", []string{"*"}, false, "bob", gateBobPassword, true},
+		{"no users, anonymous off", nil, false, "alice", gateAlicePassword, false},
+		{"anonymous on, but the camera has users", []string{"alice"}, true, "bob", gateBobPassword, false},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			e := newGateEnv(t, func(_ *auth.Verifier, _ *auth.Limiter, g *Gate) {
 				g.Users, g.AllowAnonymous = tc.users, tc.anonymous
 			})
-			ctx := testContext(t)
-			client, server := tcpPair(ctx, t)
-			wait := startAdmit(ctx, t, e.gate, server, false)
-			p := newPlayer(t, client)
+			ctx := gateContext(t)
+			client, server := gateTCPPair(ctx, t)
+			wait := startGateAdmit(ctx, t, e.gate, server, false)
+			p := newGatePlayer(t, client)
 
-			p.send(request("DESCRIBE", gateURI, 1))
+			p.send(gateReq("DESCRIBE", gateURI, 1))
 			res := p.response()
-			checkChallenge(t, res, 1, false, false)
-			p.send(withCredentials(t, res, tc.user, tc.pass, "DESCRIBE", 2))
+			checkGateChallenge(t, res, 1, false, false)
+			p.send(gateWithCredentials(t, res, tc.user, tc.pass, "DESCRIBE", 2))
 			if tc.admitted {
 				if r := wait(); r.err != nil {
 					t.Fatal(r.err)
@@ -548,17 +548,17 @@ func TestGateUsers(t *testing.T) {
 			server.Close() // as the caller does
 			p.closed()
 			e.checkRefused(t, map[string]float64{metrics.RefusedForbidden: 1})
-			if !e.limiter.Allowed(loopback) {
+			if !e.limiter.Allowed(gateLoopback) {
 				t.Fatal("a 403 counted as a failure")
 			}
 		})
 	}
 }
 
-// digestQop is a qop=auth Digest answer built by hand: unlike the RFC 2069
+// gateDigestQop is a qop=auth Digest answer built by hand: unlike the RFC 2069
 // form gortsplib sends, its nonce count makes the Verifier refuse the same
 // header twice, which shows whether the gate checked it.
-func digestQop(user, pass, nonce, method, uri string) string {
+func gateDigestQop(user, pass, nonce, method, uri string) string {
 	h := func(s string) string {
 		sum := md5.Sum([]byte(s))
 		return hex.EncodeToString(sum[:])
@@ -571,19 +571,19 @@ func digestQop(user, pass, nonce, method, uri string) string {
 
 func TestGateRateLimited(t *testing.T) {
 	e := newGateEnv(t, func(_ *auth.Verifier, l *auth.Limiter, _ *Gate) { l.Burst = 1 })
-	ctx := testContext(t)
-	client, server := tcpPair(ctx, t)
-	wait := startAdmit(ctx, t, e.gate, server, false)
-	p := newPlayer(t, client)
+	ctx := gateContext(t)
+	client, server := gateTCPPair(ctx, t)
+	wait := startGateAdmit(ctx, t, e.gate, server, false)
+	p := newGatePlayer(t, client)
 
-	p.send(request("DESCRIBE", gateURI, 1))
+	p.send(gateReq("DESCRIBE", gateURI, 1))
 	res := p.response()
-	checkChallenge(t, res, 1, false, false)
-	nonce := digestChallengeRE.FindStringSubmatch(res.Header["WWW-Authenticate"][0])[1]
+	checkGateChallenge(t, res, 1, false, false)
+	nonce := gateChallengeRE.FindStringSubmatch(res.Header["WWW-Authenticate"][0])[1]
 
-	e.limiter.Failed(loopback) // e.g. another connection from the same address
-	authz := digestQop("alice", alicePassword, nonce, "DESCRIBE", gateURI)
-	p.send(request("DESCRIBE", gateURI, 2, "Authorization: "+authz))
+	e.limiter.Failed(gateLoopback) // e.g. another connection from the same address
+	authz := gateDigestQop("alice", gateAlicePassword, nonce, "DESCRIBE", gateURI)
+	p.send(gateReq("DESCRIBE", gateURI, 2, "Authorization: "+authz))
 	res = p.response()
 	if res.StatusCode != base.StatusServiceUnavailable || res.Header["CSeq"][0] != "2" {
 		t.Fatalf("got %v, want 503 for CSeq 2", res)
@@ -622,26 +622,26 @@ func TestGateStaleNonce(t *testing.T) {
 	e := newGateEnv(t, func(v *auth.Verifier, _ *auth.Limiter, _ *Gate) {
 		v.Now, v.NonceTTL = clock, time.Minute
 	})
-	ctx := testContext(t)
-	client, server := tcpPair(ctx, t)
-	wait := startAdmit(ctx, t, e.gate, server, false)
-	p := newPlayer(t, client)
+	ctx := gateContext(t)
+	client, server := gateTCPPair(ctx, t)
+	wait := startGateAdmit(ctx, t, e.gate, server, false)
+	p := newGatePlayer(t, client)
 
-	p.send(request("DESCRIBE", gateURI, 1))
+	p.send(gateReq("DESCRIBE", gateURI, 1))
 	res := p.response()
-	checkChallenge(t, res, 1, false, false)
+	checkGateChallenge(t, res, 1, false, false)
 	mu.Lock()
 	now = now.Add(2 * time.Minute)
 	mu.Unlock()
-	p.send(withCredentials(t, res, "alice", alicePassword, "DESCRIBE", 2))
+	p.send(gateWithCredentials(t, res, "alice", gateAlicePassword, "DESCRIBE", 2))
 	res = p.response()
-	checkChallenge(t, res, 2, false, true)
-	p.send(withCredentials(t, res, "alice", alicePassword, "DESCRIBE", 3))
+	checkGateChallenge(t, res, 2, false, true)
+	p.send(gateWithCredentials(t, res, "alice", gateAlicePassword, "DESCRIBE", 3))
 	if r := wait(); r.err != nil {
 		t.Fatal(r.err)
 	}
 	e.checkRefused(t, nil)
-	if e.limiter.RetryAfter(loopback) != 0 || !e.limiter.Allowed(loopback) {
+	if e.limiter.RetryAfter(gateLoopback) != 0 || !e.limiter.Allowed(gateLoopback) {
 		t.Fatal("a stale nonce counted as a failure")
 	}
 }
@@ -665,10 +665,10 @@ func TestGateNotRTSP(t *testing.T) {
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			e := newGateEnv(t, nil)
-			ctx := testContext(t)
-			client, server := tcpPair(ctx, t)
-			wait := startAdmit(ctx, t, e.gate, server, false)
-			p := newPlayer(t, client)
+			ctx := gateContext(t)
+			client, server := gateTCPPair(ctx, t)
+			wait := startGateAdmit(ctx, t, e.gate, server, false)
+			p := newGatePlayer(t, client)
 			p.send([]byte(tc.bytes))
 			r := wait()
 			if !errors.Is(r.err, errGateNotRTSP) {
@@ -701,10 +701,10 @@ func TestGateBadRequest(t *testing.T) {
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			e := newGateEnv(t, nil)
-			ctx := testContext(t)
-			client, server := tcpPair(ctx, t)
-			wait := startAdmit(ctx, t, e.gate, server, false)
-			p := newPlayer(t, client)
+			ctx := gateContext(t)
+			client, server := gateTCPPair(ctx, t)
+			wait := startGateAdmit(ctx, t, e.gate, server, false)
+			p := newGatePlayer(t, client)
 			p.send([]byte(tc.bytes))
 			const want = "RTSP/1.0 400 Bad Request\r\nServer: rtsptunnel-relay\r\nContent-Length: 0\r\n\r\n"
 			if got := p.raw(len(want)); got != want {
@@ -719,10 +719,10 @@ func TestGateBadRequest(t *testing.T) {
 
 func TestGateOpenCamera(t *testing.T) {
 	g := &Gate{Camera: "lobby", AllowAnonymous: true} // no Verifier or Limiter needed
-	ctx := testContext(t)
-	client, server := tcpPair(ctx, t)
+	ctx := gateContext(t)
+	client, server := gateTCPPair(ctx, t)
 	// The player has sent nothing: Admit must not wait for it.
-	wait := startAdmit(ctx, t, g, server, false)
+	wait := startGateAdmit(ctx, t, g, server, false)
 	r := wait()
 	if r.err != nil {
 		t.Fatal(r.err)
@@ -730,7 +730,7 @@ func TestGateOpenCamera(t *testing.T) {
 	if r.conn != server {
 		t.Fatalf("Admit returned %T, want the connection itself", r.conn)
 	}
-	msg := request("DESCRIBE", "rtsp://relay/lobby", 1)
+	msg := gateReq("DESCRIBE", "rtsp://relay/lobby", 1)
 	if _, err := client.Write(msg); err != nil {
 		t.Fatal(err)
 	}
@@ -742,8 +742,8 @@ func TestGateOpenCamera(t *testing.T) {
 
 func TestGateMisconfigured(t *testing.T) {
 	g := &Gate{Camera: "door", Users: []string{"alice"}}
-	ctx := testContext(t)
-	_, server := tcpPair(ctx, t)
+	ctx := gateContext(t)
+	_, server := gateTCPPair(ctx, t)
 	if _, err := g.Admit(server, false); err == nil {
 		t.Fatal("a Gate without Verifier and Limiter admitted a player of a protected camera")
 	}
@@ -757,17 +757,17 @@ func TestGateTimeout(t *testing.T) {
 		{"silent player", ""},
 		{"half a request", "DESCRIBE " + gateURI + " RTSP/1.0\r\nCSeq: 1\r\n"},
 		{"half a body", "DESCRIBE " + gateURI + " RTSP/1.0\r\nCSeq: 1\r\nContent-Length: 10\r\n\r\nabc"},
-		{"silent after the challenge", string(request("DESCRIBE", gateURI, 1))},
+		{"silent after the challenge", string(gateReq("DESCRIBE", gateURI, 1))},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			e := newGateEnv(t, func(_ *auth.Verifier, _ *auth.Limiter, g *Gate) { g.Timeout = 200 * time.Millisecond })
-			ctx := testContext(t)
-			client, server := tcpPair(ctx, t)
+			ctx := gateContext(t)
+			client, server := gateTCPPair(ctx, t)
 			start := time.Now()
-			wait := startAdmit(ctx, t, e.gate, server, false)
+			wait := startGateAdmit(ctx, t, e.gate, server, false)
 			if tc.send != "" {
-				newPlayer(t, client).send([]byte(tc.send))
+				newGatePlayer(t, client).send([]byte(tc.send))
 			}
 			r := wait()
 			if !errors.Is(r.err, os.ErrDeadlineExceeded) {
@@ -792,12 +792,12 @@ func TestGateTooManyAttempts(t *testing.T) {
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			e := newGateEnv(t, nil)
-			ctx := testContext(t)
-			client, server := tcpPair(ctx, t)
-			wait := startAdmit(ctx, t, e.gate, server, false)
-			p := newPlayer(t, client)
+			ctx := gateContext(t)
+			client, server := gateTCPPair(ctx, t)
+			wait := startGateAdmit(ctx, t, e.gate, server, false)
+			p := newGatePlayer(t, client)
 			for i := 1; i <= tc.answers; i++ {
-				p.send(request(tc.method, gateURI, i))
+				p.send(gateReq(tc.method, gateURI, i))
 				if res := p.response(); res.Header["CSeq"][0] != strconv.Itoa(i) {
 					t.Fatalf("answer %d: %v", i, res)
 				}
@@ -814,10 +814,10 @@ func TestGateTooManyAttempts(t *testing.T) {
 func TestGateLogsNoSecrets(t *testing.T) {
 	// The Basic check runs bcrypt cost 12: seconds under the race detector.
 	e := newGateEnv(t, func(_ *auth.Verifier, _ *auth.Limiter, g *Gate) { g.Timeout = time.Minute })
-	ctx := testContext(t, 2*time.Minute)
-	client, server := tcpPair(ctx, t)
-	wait := startAdmit(ctx, t, e.gate, server, true)
-	p := newPlayer(t, client)
+	ctx := gateContext(t, 2*time.Minute)
+	client, server := gateTCPPair(ctx, t)
+	wait := startGateAdmit(ctx, t, e.gate, server, true)
+	p := newGatePlayer(t, client)
 
 	const wrongBasic, wrongDigest = "not-the-password-1", "not-the-password-2"
 	basic := func(pass string) string {
@@ -826,14 +826,14 @@ func TestGateLogsNoSecrets(t *testing.T) {
 	// Some players put credentials or tokens in the URL: the log gets
 	// the path only.
 	const inURL, inQuery = "pass-in-url", "token-in-query"
-	p.send(request("DESCRIBE", "rtsp://alice:"+inURL+"@127.0.0.1:8554/door?t="+inQuery, 1, basic(wrongBasic)))
+	p.send(gateReq("DESCRIBE", "rtsp://alice:"+inURL+"@127.0.0.1:8554/door?t="+inQuery, 1, basic(wrongBasic)))
 	res := p.response()
-	checkChallenge(t, res, 1, true, false)
+	checkGateChallenge(t, res, 1, true, false)
 	// Digest, because gortsplib prefers it when both are offered.
-	p.send(withCredentials(t, res, "alice", wrongDigest, "DESCRIBE", 2))
+	p.send(gateWithCredentials(t, res, "alice", wrongDigest, "DESCRIBE", 2))
 	res = p.response()
-	checkChallenge(t, res, 2, true, false)
-	p.send(withCredentials(t, res, "alice", alicePassword, "DESCRIBE", 3))
+	checkGateChallenge(t, res, 2, true, false)
+	p.send(gateWithCredentials(t, res, "alice", gateAlicePassword, "DESCRIBE", 3))
 	if r := wait(); r.err != nil {
 		t.Fatal(r.err)
 	}
@@ -846,7 +846,7 @@ func TestGateLogsNoSecrets(t *testing.T) {
 		t.Fatalf("%d failures logged, want 2:\n%s", n, logs)
 	}
 	for _, secret := range []string{
-		wrongBasic, wrongDigest, alicePassword, inURL, inQuery,
+		wrongBasic, wrongDigest, gateAlicePassword, inURL, inQuery,
 		base64.StdEncoding.EncodeToString([]byte("alice:" + wrongBasic)),
 		"Authorization", "Basic ", "Digest ", "response=",
 	} {
@@ -858,16 +858,16 @@ func TestGateLogsNoSecrets(t *testing.T) {
 
 func TestGateConcurrentPlayers(t *testing.T) {
 	e := newGateEnv(t, nil)
-	ctx := testContext(t)
+	ctx := gateContext(t)
 	var wg sync.WaitGroup
-	var waits []func() admitResult
+	var waits []func() gateAdmitResult
 	for i := range 8 {
-		client, server := tcpPair(ctx, t)
-		wait := startAdmit(ctx, t, e.gate, server, false)
+		client, server := gateTCPPair(ctx, t)
+		wait := startGateAdmit(ctx, t, e.gate, server, false)
 		wg.Go(func() {
 			// t.Fatal must not run here; errors are reported with t.Error.
 			br := bufio.NewReader(client)
-			if _, err := client.Write(request("DESCRIBE", gateURI, 1)); err != nil {
+			if _, err := client.Write(gateReq("DESCRIBE", gateURI, 1)); err != nil {
 				t.Error(err)
 				return
 			}
@@ -876,7 +876,7 @@ func TestGateConcurrentPlayers(t *testing.T) {
 				t.Errorf("player %d: %v, %v", i, res, err)
 				return
 			}
-			s := &gsauth.Sender{WWWAuth: res.Header["WWW-Authenticate"], User: "alice", Pass: alicePassword}
+			s := &gsauth.Sender{WWWAuth: res.Header["WWW-Authenticate"], User: "alice", Pass: gateAlicePassword}
 			if err := s.Initialize(); err != nil {
 				t.Error(err)
 				return

@@ -509,8 +509,10 @@ func (s *Source) attempt(ctx context.Context, a *attempt) (err error) {
 		case err != nil:
 			reason = err.Error()
 		}
+		// Close code 1001 (going away) when the relay shuts down.
+		goingAway := s.ctx.Err() != nil
 		if e, ok := conn.(ender); ok {
-			e.End(reason, false)
+			e.End(reason, goingAway)
 		} else {
 			conn.Close()
 		}
