@@ -85,13 +85,33 @@ func TestSharedFanOut(t *testing.T) {
 		t.Errorf("players got %v bytes for %v from the edge: fan-out below 5", toPlayers, fromEdge)
 	}
 
-	// The module reports one session whose bytes to the relay match the
-	// relay's edge counter within what is still in flight.
 	// After the last player leaves, the tunnel closes once the linger (2 s)
 	// is over.
 	waitUntil(t, ctx, "the shared tunnel to close after the linger", func() bool {
 		return metricValue(rc.relayMetrics(ctx), `relay_upstream_state{camera="door",state="idle"}`) == 1
 	})
+	// The module, the independent witness of the edge link, reports one
+	// session whose bytes to the relay are the relay's edge counter.
+	fromEdge = metricValue(rc.relayMetrics(ctx), `relay_edge_bytes_total{camera="door",direction="from_camera"}`)
+	rep := rc.waitReported(ctx, "one closed session", func(rep map[string]any) bool {
+		sessions, _ := rep["sessions"].(map[string]any)
+		if len(sessions) != 1 {
+			return false
+		}
+		for _, v := range sessions {
+			s, _ := v.(map[string]any)
+			return s["state"] == "closed"
+		}
+		return false
+	})
+	for id, v := range rep["sessions"].(map[string]any) {
+		s := v.(map[string]any)
+		toRemote, _ := s["bytesToRemote"].(float64)
+		t.Logf("module session %s: bytesToRemote %v, relay from_camera %v", id, toRemote, fromEdge)
+		if toRemote != fromEdge {
+			t.Errorf("module reported bytesToRemote %v, the relay counted %v from the edge", toRemote, fromEdge)
+		}
+	}
 	waitUntil(t, ctx, "the camera connection gone", func() bool { return rc.cam3.ActiveConns() == 0 })
 	if n := len(logLines(rc.relay, "session closed")); n != 1 {
 		t.Errorf("%d tunnel sessions closed, want 1", n)

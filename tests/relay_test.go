@@ -49,11 +49,11 @@ type relayChain struct {
 	tlsArgs   []string
 	relayArgs []string // after the first start: its ports, so that a restart binds the same ones
 	relayEnv  []string
-	relayCA   string       // the relay's CA, trusted by the module
-	relayCfg  string       // config file: the users
-	password  string       // alice's password
-	relayTLS  *tls.Config  // trusts the relay's CA, for direct websocket dials
-	hub       *hubRecorder // nil unless relayOptions.recordHub
+	relayCA   string              // the relay's CA, trusted by the module
+	relayCfg  string              // config file: the users
+	password  string              // alice's password
+	relayTLS  *tls.Config         // trusts the relay's CA, for direct websocket dials
+	hub       *hubRecorder        // nil unless relayOptions.recordHub
 	link      *harness.FaultProxy // nil unless relayOptions.linkProxy
 	moduleEnv []string            // the module's extra environment, for restarts
 }
