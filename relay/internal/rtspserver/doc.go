@@ -20,4 +20,10 @@
 //
 // A connection holds the cameras it described or set up (one viewer each)
 // until it closes; the upstream lingers after its last viewer leaves.
+//
+// Passthrough cameras are not served here (their bytes go to the camera
+// unchanged, on a port of their own), but their players pass the same
+// checks first: [Gate] answers a connection's requests until one carries
+// credentials of an allowed user, then hands the connection, replaying that
+// request, to the splice. Its wire contract is beside its constants.
 package rtspserver
