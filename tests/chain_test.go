@@ -150,9 +150,10 @@ func (c *chain) waitReady(ctx context.Context) {
 	c.t.Helper()
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
+	exited := c.module.Done() // read now: a restart replaces c.module
 	go func() {
 		select {
-		case <-c.module.Done(): // no point waiting for a module that exited
+		case <-exited: // no point waiting for a module that exited
 			cancel()
 		case <-ctx.Done():
 		}

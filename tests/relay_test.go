@@ -93,11 +93,11 @@ func newRelayChain(t *testing.T, ctx context.Context, o relayOptions) *relayChai
 	rc.relayBin = build(t, harness.Relay)
 	rc.password = "correct horse battery staple"
 	rc.relayCfg = writeRelayUsers(t, ctx, rc.relayBin, c.dir, rc.password, "alice", "bob")
-	wsListen := "127.0.0.1:0"
 	if o.linkProxy {
-		// The proxy needs the relay's port before the relay starts.
-		wsListen = freeAddr(t)
-		link, err := harness.NewFaultProxy(wsListen)
+		// The relay's public URL names the proxy, which learns the relay's
+		// port once the relay is up (no free-port guess to race with other
+		// tests).
+		link, err := harness.NewFaultProxy("127.0.0.1:1")
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -105,13 +105,16 @@ func newRelayChain(t *testing.T, ctx context.Context, o relayOptions) *relayChai
 		rc.link = link
 		rc.tlsArgs = append(rc.tlsArgs, "--public-url", "wss://"+link.Addr())
 	}
-	rc.relayArgs = rc.args(wsListen, "127.0.0.1:0", "127.0.0.1:0", "127.0.0.1:0", "127.0.0.1:0", "127.0.0.1:0")
+	rc.relayArgs = rc.args("127.0.0.1:0", "127.0.0.1:0", "127.0.0.1:0", "127.0.0.1:0", "127.0.0.1:0", "127.0.0.1:0")
 	rc.relayEnv = append(c.emu.ServiceEnv(), "DOOR_PASSWORD="+cameraPassword)
 	if o.recordHub {
 		rc.hub = newHubRecorder(t, c.emu, c.dir)
 		rc.relayEnv = append(rc.relayEnv, "IOTHUB_SERVICE_URL="+rc.hub.srv.URL, "IOTHUB_CA_FILE="+rc.hub.caFile)
 	}
 	rc.startRelay(ctx)
+	if rc.link != nil {
+		rc.link.Retarget(rc.ready.WebsocketListen)
+	}
 
 	// The module trusts the relay and the test cloud (for direct tunnels).
 	bundle := filepath.Join(c.dir, "module-remote-ca.pem")

@@ -24,9 +24,9 @@ import (
 // New connections are accepted and dialled upstream in every state. All
 // methods are safe for concurrent use.
 type FaultProxy struct {
-	ln     net.Listener // static
-	target string       // static
+	ln net.Listener // static
 
+	target string // guarded by mu; see Retarget
 	mu     sync.Mutex
 	frozen chan struct{}      // guarded by mu; nil while forwarding, else closed by Thaw
 	pairs  map[*pair]struct{} // guarded by mu; live connections
@@ -49,6 +49,14 @@ func NewFaultProxy(target string) (*FaultProxy, error) {
 	p.wg.Add(1)
 	go p.acceptLoop()
 	return p, nil
+}
+
+// Retarget makes new connections go to target; current ones keep theirs.
+// It lets a proxy be put in front of a server that has yet to pick its port.
+func (p *FaultProxy) Retarget(target string) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.target = target
 }
 
 // Addr returns the proxy's address, e.g. "127.0.0.1:41234".
@@ -131,7 +139,10 @@ func (p *FaultProxy) acceptLoop() {
 		if err != nil {
 			return
 		}
-		up, err := net.DialTimeout("tcp", p.target, 5*time.Second)
+		p.mu.Lock()
+		target := p.target
+		p.mu.Unlock()
+		up, err := net.DialTimeout("tcp", target, 5*time.Second)
 		if err != nil {
 			c.Close()
 			continue
