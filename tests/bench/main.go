@@ -1,6 +1,7 @@
 // Command bench runs the rtsptunnel benchmarks (scripts/bench): throughput of
 // one tunnel against raw TCP and chisel, concurrent tunnels, open latency,
-// added latency and memory, all on loopback in one run. It writes the
+// added latency, memory and a shared camera's fan-out, all on loopback in
+// one run. It writes the
 // results as JSON (bench/results.json) and as docs/benchmarks.md with charts.
 package main
 

@@ -49,7 +49,11 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs.IntVar(&o.RTTSamples, "rtt-samples", 0, "OPTIONS round trips per path and round for the added latency (default 2000, quick 200)")
 	fs.IntVar(&o.RTTRounds, "rtt-rounds", 0, "added-latency rounds; each percentile is reported as its median over the rounds (default 3, quick 1)")
 	fs.IntVar(&o.IdleTunnels, "idle-tunnels", 0, "tunnels of the idle-memory test (default 1000, quick 100)")
-	fs.StringVar(&only, "only", "", "run only these tests (comma-separated): memory, concurrency, open, rtt, throughput")
+	var fanPlayers string
+	fs.StringVar(&fanPlayers, "fanout-players", "", "comma-separated player counts of the fan-out test, ascending, on one shared camera (default 1,10,100)")
+	fs.DurationVar(&o.FanoutWindow, "fanout-duration", 0, "measurement window of each fan-out step (default 10s, quick 3s)")
+	fs.IntVar(&o.Joins, "joins", 0, "sequential joins timed by the fan-out test, with one viewer and again with the most (default 50, quick 20)")
+	fs.StringVar(&only, "only", "", "run only these tests (comma-separated): memory, concurrency, open, rtt, throughput, fanout")
 	fs.StringVar(&o.ProfileDir, "profile", "", "build the module and the relay with a pprof hook and write CPU/heap profiles of the heaviest steps to this folder (figures from such a run are not for publishing)")
 	fs.StringVar(&resultsPath, "results", "", "where the JSON results go (default <repo>/bench/results.json)")
 	fs.StringVar(&docsDir, "docs", "", "folder for benchmarks.md and the charts (default <repo>/docs)")
@@ -76,7 +80,8 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs.Usage = func() {
 		fmt.Fprintf(fs.Output(), "Usage: scripts/bench [flags]\n\n"+
 			"Builds the rtsptunnel module, the relay and chisel %s, runs them on loopback with the IoT Hub\n"+
-			"emulator and measures throughput, concurrency, open latency, added latency and memory in one run.\n\nFlags:\n", suite.ChiselVersion)
+			"emulator and measures throughput, concurrency, open latency, added latency, memory and the\n"+
+			"shared camera's fan-out in one run.\n\nFlags:\n", suite.ChiselVersion)
 		fs.PrintDefaults()
 	}
 	if err := fs.Parse(args); err != nil {
@@ -124,6 +129,18 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 			o.Tunnels = append(o.Tunnels, n)
 		}
 	}
+	if fanPlayers != "" {
+		last := 0
+		for _, f := range strings.Split(fanPlayers, ",") {
+			n, err := strconv.Atoi(strings.TrimSpace(f))
+			if err != nil || n <= last || n > 1000 {
+				fmt.Fprintf(stderr, "bench: --fanout-players: %q is not a count in 1..1000 above the one before\n", f)
+				return 2
+			}
+			last = n
+			o.FanoutPlayers = append(o.FanoutPlayers, n)
+		}
+	}
 	if packetPaced < 0 || packetPaced > 1000 {
 		fmt.Fprintln(stderr, "bench: --packet-paced: 0..1000")
 		return 2
@@ -144,7 +161,7 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		for _, t := range strings.Split(only, ",") {
 			t = strings.TrimSpace(t)
 			switch t {
-			case "memory", "concurrency", "open", "rtt", "throughput":
+			case "memory", "concurrency", "open", "rtt", "throughput", "fanout":
 				o.Only[t] = true
 			default:
 				fmt.Fprintf(stderr, "bench: --only: unknown test %q\n", t)

@@ -1,6 +1,9 @@
 // Package load is the benchmark's traffic: a TCP "camera" that sources, sinks
 // or streams bytes, and the player-side clients that drive it through a path
-// (direct loopback TCP, chisel, or an rtsptunnel tunnel).
+// (direct loopback TCP, chisel, or an rtsptunnel tunnel); and for the
+// fan-out test a real RTSP camera (RTSPCamera, a gortsplib server with a
+// paced H.264 stream) and RTSP players (Play: gortsplib clients that count
+// what they receive and time their join).
 //
 // # Camera protocol
 //

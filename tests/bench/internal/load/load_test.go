@@ -117,3 +117,47 @@ func TestOptions(t *testing.T) {
 		}
 	}
 }
+
+// TestRTSPCameraPlayers: players read the RTSP camera concurrently at its
+// rate, and a join reports its marks in order.
+func TestRTSPCameraPlayers(t *testing.T) {
+	ctx := testCtx(t)
+	cam := &RTSPCamera{BitsPerSec: 800_000, FPS: 25}
+	if err := cam.Initialize(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(cam.Close)
+	var players []*RTSPPlayer
+	for range 3 {
+		p, err := Play(ctx, cam.URL(), true)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer p.Close()
+		tm := p.Timing()
+		if !(0 < tm.Described && tm.Described <= tm.Playing && tm.Playing <= tm.FirstPacket) {
+			t.Errorf("join marks out of order: %+v", tm)
+		}
+		players = append(players, p)
+	}
+	before := make([]int64, len(players))
+	for i, p := range players {
+		before[i] = p.Received()
+	}
+	const window = time.Second
+	time.Sleep(window)
+	for i, p := range players {
+		bps := float64(p.Received()-before[i]) * 8 / window.Seconds()
+		// RTP headers and FU-A indicators add a little to the payload rate;
+		// one picture more or less in the window is 4%.
+		if bps < 0.85*800_000 || bps > 1.2*800_000 {
+			t.Errorf("player %d: %.0f bit/s, want about 800000", i, bps)
+		}
+		if p.Ended() || p.Lost() != 0 {
+			t.Errorf("player %d: ended %v, lost %d", i, p.Ended(), p.Lost())
+		}
+	}
+	if got := cam.Sessions(); got != 3 {
+		t.Errorf("camera sessions %d, want 3", got)
+	}
+}

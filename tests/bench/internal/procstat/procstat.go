@@ -67,6 +67,35 @@ func RSS(pid int) (int64, error) {
 	return 0, errors.New("no VmRSS in process status (a zombie?)")
 }
 
+// Syscalls returns how many read and write system calls pid has made so
+// far (syscr and syscw of /proc/<pid>/io: read, readv, recvmsg ... and
+// write, writev, sendmsg ...; reading another user's process needs the
+// same user or root).
+func Syscalls(pid int) (reads, writes int64, err error) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/io", pid))
+	if err != nil {
+		return 0, 0, fmt.Errorf("failed to read process io: %w", err)
+	}
+	var seen int
+	for _, line := range strings.Split(string(b), "\n") {
+		k, v, ok := strings.Cut(line, ":")
+		if !ok {
+			continue
+		}
+		n, perr := strconv.ParseInt(strings.TrimSpace(v), 10, 64)
+		switch k {
+		case "syscr":
+			reads, err, seen = n, perr, seen+1
+		case "syscw":
+			writes, err, seen = n, errors.Join(err, perr), seen+1
+		}
+	}
+	if err != nil || seen != 2 {
+		return 0, 0, errors.New("malformed /proc io")
+	}
+	return reads, writes, nil
+}
+
 // MachineCPU returns the CPU time all CPUs have spent busy (user, nice,
 // system, irq, softirq, steal) and idle (idle, iowait) since boot, from the
 // first line of /proc/stat.

@@ -44,3 +44,27 @@ func TestSelf(t *testing.T) {
 		t.Error("RSS of a missing process succeeded")
 	}
 }
+
+func TestSyscalls(t *testing.T) {
+	pid := os.Getpid()
+	r0, w0, err := Syscalls(pid)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f, err := os.Create(t.TempDir() + "/x")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	for range 10 {
+		f.Write([]byte("x"))
+	}
+	r1, w1, err := Syscalls(pid)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Other goroutines (the runtime, the test framework) may add a few.
+	if w1-w0 < 10 || r1 < r0 {
+		t.Errorf("writes %d → %d, reads %d → %d: want at least 10 more writes", w0, w1, r0, r1)
+	}
+}

@@ -23,6 +23,11 @@ func markdown(r *suite.Results, resultsRef string, charts []string) string {
 	p("emulator (`tools/edgeemu`), chisel %s (built from `tools/benchpeers`), a reference tunnel of the", m.ChiselVersion)
 	p("same shape that only forwards (`tests/bench/cmd/tlsfwd`), and the load generator (`tests/bench`:")
 	p("a TCP \"camera\" and the players, plus the camera simulator for RTSP answers).")
+	p("The tunnel tests use the relay's passthrough cameras, open to anyone: version 1's byte splice, one")
+	p("tunnel per player, opened when the player connects.")
+	if r.Fanout != nil {
+		p("The fan-out test (section 6) adds a real RTSP camera and RTSP players on a shared camera.")
+	}
 	if strings.HasPrefix(resultsRef, "/") {
 		p("The machine-readable results are in `%s`.", resultsRef)
 	} else {
@@ -34,6 +39,9 @@ func markdown(r *suite.Results, resultsRef string, charts []string) string {
 	p("player ──tcp──► tlsfwd ══TLS══► tlsfwd ──tcp──► camera                      (reference: forwarding only)")
 	p("player ──tcp──► chisel client ══wss (TLS) + SSH══► chisel server ──tcp──► camera")
 	p("player ──tcp──► camera                                                       (raw loopback TCP)")
+	if r.Fanout != nil {
+		p("players ──rtsp──► relay (shared camera) ══ one wss tunnel ══► module ──tcp──► RTSP camera   (fan-out)")
+	}
 	p("```")
 	p("")
 	p("| run | |")
@@ -92,6 +100,7 @@ func markdown(r *suite.Results, resultsRef string, charts []string) string {
 	openSection(&b, r)
 	rttSection(&b, r)
 	memorySection(&b, r)
+	fanoutSection(&b, r)
 	methodSection(&b, r)
 	return b.String()
 }
@@ -439,6 +448,138 @@ func memorySection(b *strings.Builder, r *suite.Results) {
 	}
 }
 
+func fanoutSection(b *strings.Builder, r *suite.Results) {
+	f := r.Fanout
+	if f == nil {
+		return
+	}
+	p := func(format string, args ...any) { fmt.Fprintf(b, format+"\n", args...) }
+	p("## 6. Fan-out")
+	p("")
+	p("Players on one **shared** camera: the relay opens one tunnel for the first viewer (`tunnelOpen`")
+	p("through IoT Hub), reads the camera through it as an RTSP client and fans its RTP out to every")
+	p("player. The players are gortsplib clients in the load generator's process (RTSP over TCP,")
+	p("interleaved, with the Digest credentials of a user made by `relay hash-password`), each reading")
+	p("and counting on its own. The steps add players to the previous step's (the first viewer stays")
+	p("throughout); each step runs %s after its players joined, then is measured for %s.", dur(f.Warmup), dur(f.Window))
+	p("")
+	p("Camera: %s.", f.Camera)
+	p("")
+	p("```")
+	p("N players ──RTSP/TCP──► relay :rtsp/%s ══ one wss tunnel ══► module ──► RTSP camera", "fan")
+	p("```")
+	p("")
+	p("| players | edge KB/s | to players KB/s | fan-out | players counted KB/s (slowest) | relay CPU | relay RSS max | per player: relay CPU / RSS | relay writes/s | module CPU | load gen. CPU | machine |")
+	p("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+	for i, s := range f.Steps {
+		per := "(baseline)"
+		if i > 0 {
+			per = fmt.Sprintf("%.2f%% / %s KiB", s.RelayCPUPerPlayer, kib(s.RelayRSSPerPlayer))
+		}
+		p("| %d | %.1f | %.1f | %.1f× | %.1f (%.1f) | %s | %s MiB | %s | %.0f | %s | %s | %s |",
+			s.Players, s.EdgeBps/1e3, s.ToPlayersBps/1e3, s.Fanout, s.ReceivedBps/1e3, s.MinPlayerBps/1e3,
+			pct1(s.Relay.CPU), mib(s.Relay.RSSMax), per, s.RelayWritesPerSec, pct1(s.Module.CPU), pct1(s.Harness.CPU), pct(s.Machine))
+	}
+	p("")
+	p("KB/s are 10^3 bytes per second over the window. *Edge* is the rate of")
+	p("`relay_edge_bytes_total{direction=\"from_camera\"}`: what the tunnel carried from the camera (RTSP")
+	p("interleaved frames as sent, so a few bytes per packet more than the RTP they hold). *To players* is")
+	p("the rate of `relay_player_bytes_total` (RTP bytes the relay queued for its players) and *fan-out*")
+	p("its ratio to the edge; *players counted* is what the players received (RTP header and payload), all")
+	p("together, and the slowest one's. *Per player* is the step's relay figure minus the first step's,")
+	p("divided by the players added since: the first step already carries the tunnel, the camera's RTSP")
+	p("session and one reader, so this is what each further viewer costs. RSS is the largest sample in")
+	p("the window and moves with the garbage collector's headroom, so its per-player figure is rough.")
+	p("*Relay writes/s* are the relay's write system calls per second (`syscw` of `/proc/<pid>/io`).")
+	var dropped float64
+	var lost int64
+	for _, s := range f.Steps {
+		dropped += s.Dropped
+		lost += s.Lost
+	}
+	p("Packets dropped for slow players (`relay_player_packets_dropped_total`) in the windows: %.0f; packets", dropped)
+	p("the players found missing: %d.", lost)
+	p("")
+	joinRow := func(name string, j *suite.JoinResult) {
+		if j == nil || j.FirstPacket.N == 0 {
+			return
+		}
+		x := j.FirstPacket
+		p("| %s | %d | %s | %s | %s | %s | %s | %s | %.2f | %v | %d |", name, x.N, ms(j.Described.P50), ms(j.Playing.P50),
+			ms(x.P50), ms(x.P90), ms(x.P99), ms(x.Max), j.RelayDescribeMean, j.MethodCalls, j.Failures)
+	}
+	if f.Join != nil || f.JoinLoaded != nil {
+		p("**Joining a live camera.** Players join one after another while the upstream is live; each")
+		p("connects, is challenged (401) and authenticates with Digest, plays, and closes at its first RTP")
+		p("packet. Each join starts after a random pause of up to one picture interval, as players arrive")
+		p("independently of the camera's clock (back to back, every join would start just after a picture")
+		p("and wait nearly a whole interval for the next). Times from the start of its TCP connect, in ms;")
+		p("*relay's DESCRIBE mean* is `relay_player_join_duration_seconds` over the joins (authentication")
+		p("and taking a hold on the live stream):")
+		p("")
+		p("| viewers watching | joins | DESCRIBE answered p50 | PLAY answered p50 | first packet p50 | p90 | p99 | max | relay's DESCRIBE mean | tunnelOpen calls | failures |")
+		p("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+		if f.Join != nil {
+			joinRow(fmt.Sprintf("%d", f.Join.Viewers), f.Join)
+		}
+		if f.JoinLoaded != nil {
+			joinRow(fmt.Sprintf("%d", f.JoinLoaded.Viewers), f.JoinLoaded)
+		}
+		p("")
+		if j := f.Join; j != nil && j.FirstPacket.N > 0 {
+			met := "**met**"
+			if j.FirstPacket.P50 > 50 {
+				met = "**not met**"
+			}
+			p("Join p50 to the first RTP packet: **%s ms** with %d watching (target ≤ 50 ms: %s).", ms(j.FirstPacket.P50), j.Viewers, met)
+		}
+		p("The first viewer, who made the relay open the tunnel and the camera's session, got its first")
+		p("packet after %s ms (DESCRIBE answered after %s ms).", ms(f.ColdJoin.FirstPacket), ms(f.ColdJoin.Described))
+		p("")
+	}
+	verdict := "as it should"
+	if !f.OneTunnel() {
+		verdict = "**not as it should**"
+	}
+	p("**One tunnel.** The first viewer's open made %v `tunnelOpen` call(s); after it, through every step", f.MethodCallsAtOpen)
+	p("and every join, `relay_method_calls_total` rose by %v, the relay's and the module's open tunnels", f.MethodCalls)
+	p("(`relay_sessions_active`, `rtsptunnel_sessions_active`, polled at every step and after every join)")
+	p("were at most %v and %v, and the camera served %d RTSP session(s): %s.", f.RelayTunnelsMax, f.ModuleTunnelsMax, f.CameraSessions, verdict)
+	p("")
+	p("**What limits it.** The edge link carries one stream whatever the number of players. The relay's")
+	p("work grows with the players: gortsplib's server (`ServerStream`) marshals each RTP packet once and")
+	p("queues it for every reader, and each reader's writer goroutine writes it with a system call of its")
+	p("own, a write deadline set before each: about %.0f writes per second and player for this camera's", packetsPerSecond(f))
+	if n := len(f.Steps); n > 1 {
+		first, last := f.Steps[0], f.Steps[n-1]
+		if dw := last.RelayWritesPerSec - first.RelayWritesPerSec; dw > 0 && last.Players > first.Players && packetsPerSecond(f) > 0 {
+			p("packets. Measured: %.0f more writes per second from %d to %d players, %.2f per packet and added", dw, first.Players, last.Players, dw/packetsPerSecond(f)/float64(last.Players-first.Players))
+			p("player, and %.1f µs of the relay's CPU per such write (%.2f%% of a core per player). On loopback", 1e4*(last.Relay.CPU-first.Relay.CPU)/dw, last.RelayCPUPerPlayer)
+			p("the kernel also does the receiving side's TCP work in the writer's time, so a write costs")
+			p("more here than towards a remote player.")
+		} else {
+			p("packets.")
+		}
+	} else {
+		p("packets.")
+	}
+	p("A joining player's first packet waits for the camera's next picture after its PLAY: %d pictures", f.FPS)
+	p("per second put 0 to %.0f ms (on average %.0f ms) under the join time, on top of the request round", 1000/float64(max(f.FPS, 1)), 500/float64(max(f.FPS, 1)))
+	p("trips (OPTIONS, DESCRIBE answered 401, DESCRIBE with Digest, SETUP, PLAY: the *PLAY answered*")
+	p("column). The relay keeps no picture for joiners (no GOP cache), so the first packet is whatever the")
+	p("camera sends next and a decoder starts at the camera's next keyframe (once a second here).")
+	p("")
+}
+
+// packetsPerSecond is the fan-out camera's RTP packet rate: each picture
+// is FU-A fragments of at most 1448 bytes of NAL unit.
+func packetsPerSecond(f *suite.FanoutResult) float64 {
+	if f.FPS <= 0 {
+		return 0
+	}
+	return math.Ceil(f.StreamBps/8/float64(f.FPS)/1448) * float64(f.FPS)
+}
+
 func methodSection(b *strings.Builder, r *suite.Results) {
 	p := func(format string, args ...any) { fmt.Fprintf(b, format+"\n", args...) }
 	p("## Reproducing")
@@ -447,6 +588,7 @@ func methodSection(b *strings.Builder, r *suite.Results) {
 	p("scripts/bench                 # full run (about 10 minutes); writes bench/results.json, docs/benchmarks.md, docs/bench-*.png")
 	p("scripts/bench --quick         # smoke run (about 3 minutes), written to a temporary folder")
 	p("scripts/bench --only throughput,rtt --rounds 5")
+	p("scripts/bench --only fanout --docs /tmp/fanout --results /tmp/fanout/results.json   # the fan-out test alone")
 	p("scripts/bench --profile /tmp/prof --only concurrency --tunnels 1000   # CPU/heap profiles of module and relay")
 	p("scripts/bench --render bench/results.json                            # re-render the docs only")
 	p("go test -run '^$' -bench 'Splice|Baseline|FrameWriter' -benchmem ./modules/rtsptunnel/internal/tunnel/")

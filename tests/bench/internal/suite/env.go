@@ -7,6 +7,7 @@ import (
 	"crypto/rand"
 	"crypto/x509"
 	"crypto/x509/pkix"
+	"encoding/hex"
 	"encoding/json"
 	"encoding/pem"
 	"fmt"
@@ -14,7 +15,9 @@ import (
 	"math/big"
 	"net"
 	"net/http"
+	"net/url"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -28,14 +31,21 @@ import (
 const (
 	edgeDevice = "edge-device"
 	moduleID   = "rtsptunnel"
-	// The module's localPorts: the load camera and the camera simulator.
+	// The module's localPorts: the load camera, the camera simulator and
+	// the fan-out test's RTSP camera.
 	loadPort = 554
 	simPort  = 555
+	fanPort  = 556
+	// fanCamera is the relay's shared camera in front of the RTSP camera,
+	// for fanUser only.
+	fanCamera = "fan"
+	fanUser   = "bench"
 )
 
 // env is everything a run measures, all on loopback:
 //
-//	player ─► relay :load/:sim ══wss══► module ─► load camera / camera simulator
+//	player ─► relay :load/:sim ══wss══► module ─► load camera / camera simulator   (passthrough)
+//	players ─► relay :rtsp/fan ══wss══► module ─► RTSP camera                    (shared, fan-out)
 //	player ─► chisel client ══wss (TLS) + SSH══► chisel server ─► same cameras
 //	player ─► cameras directly (raw TCP)
 //
@@ -47,16 +57,20 @@ type env struct {
 	bins binaries
 
 	emu        *harness.Process
-	moduleEnv  []string       // the emulator's module.env
-	imageEnv   []string       // the ENV of the module's image (Dockerfile.amd64)
-	serviceEnv []string       // the emulator's service.env
-	cam        *load.Camera   // in-process
-	sim        *camera.Server // in-process RTSP camera simulator
-	log        io.Writer      // process output echo, or nil
+	moduleEnv  []string         // the emulator's module.env
+	imageEnv   []string         // the ENV of the module's image (Dockerfile.amd64)
+	serviceEnv []string         // the emulator's service.env
+	cam        *load.Camera     // in-process
+	sim        *camera.Server   // in-process RTSP camera simulator
+	fanCam     *load.RTSPCamera // in-process; the shared camera's source
+	relayUsers string           // the relay's config file: fanUser's entry
+	fanPass    string           // fanUser's password
+	log        io.Writer        // process output echo, or nil
 
 	relay      *harness.Process
 	relayLoad  string // player addresses on the relay
 	relaySim   string
+	relayFan   string // the shared camera's URL with fanUser's credentials
 	relayMetr  string // metrics URL
 	relayPprof string // host:port of the pprof hook, with --profile
 
@@ -130,6 +144,14 @@ func setup(ctx context.Context, o Options) (_ *env, err error) {
 		return nil, err
 	}
 	e.closers = append(e.closers, e.sim.Close)
+	e.fanCam = &load.RTSPCamera{BitsPerSec: o.StreamBps, FPS: o.FPS}
+	if err := e.fanCam.Initialize(); err != nil {
+		return nil, err
+	}
+	e.closers = append(e.closers, e.fanCam.Close)
+	if err := e.writeRelayUsers(ctx); err != nil {
+		return nil, err
+	}
 
 	if err := e.startEmulator(ctx); err != nil {
 		return nil, err
@@ -225,16 +247,35 @@ func (e *env) startRelay(ctx context.Context, name string) error {
 		env = append(env, "BENCH_PPROF_ADDR="+e.relayPprof)
 	}
 	env = append(env, e.opts.RelayEnv...)
-	cam := func(name string, port int) string {
-		return fmt.Sprintf("name=%s,deviceId=%s,moduleId=%s,localPort=%d,listen=127.0.0.1:0,rtspPath=stream", name, edgeDevice, moduleID, port)
+	// The load camera and the camera simulator are passthrough cameras
+	// open to anyone (--allow-anonymous, no users): version 1's byte
+	// splice, one tunnel per player with tunnelOpen at the player's
+	// connect, which the throughput, concurrency, open-latency, rtt and
+	// memory tests measure. The fan-out camera is shared (the default
+	// mode) and needs fanUser's Digest credentials.
+	passthrough := func(name string, port int) string {
+		return fmt.Sprintf("name=%s,mode=passthrough,deviceId=%s,moduleId=%s,localPort=%d,listen=127.0.0.1:0,rtspPath=stream", name, edgeDevice, moduleID, port)
 	}
 	p, err := harness.Start(ctx, name, e.bins.relay, []string{
 		"--self-signed", "--self-signed-cert-file", filepath.Join(e.dir, "relay-ca.pem"),
+		"--config", e.relayUsers,
+		"--allow-anonymous",
 		"--ws-listen", "127.0.0.1:0",
 		"--metrics-listen", "127.0.0.1:0",
-		"--max-sessions", "0", // one camera serves every tunnel of the concurrency test
-		"--camera", cam("load", loadPort),
-		"--camera", cam("sim", simPort),
+		"--rtsp-listen", "127.0.0.1:0",
+		// One camera serves every tunnel of the concurrency test, and 100
+		// players and the joins read the shared camera.
+		"--max-players-per-camera", "0", "--max-players", "0",
+		// Idle tunnels are measured on purpose (the memory test); version 1
+		// had no idle timeout.
+		"--idle-timeout", "1h",
+		// The fan-out test holds a viewer throughout; a short linger lets
+		// the shared tunnel close soon after it (drain waits for it).
+		"--linger", "2s",
+		"--camera", passthrough("load", loadPort),
+		"--camera", passthrough("sim", simPort),
+		"--camera", fmt.Sprintf("name=%s,deviceId=%s,moduleId=%s,localPort=%d,rtspPath=%s,users=%s",
+			fanCamera, edgeDevice, moduleID, fanPort, strings.TrimPrefix(load.RTSPPath, "/"), fanUser),
 	}, &harness.StartOptions{Env: env, Echo: e.log})
 	if err != nil {
 		return err
@@ -252,9 +293,36 @@ func (e *env) startRelay(ctx context.Context, name string) error {
 			e.relayLoad = c.Listen
 		case "sim":
 			e.relaySim = c.Listen
+		case fanCamera:
+			u, err := url.Parse(c.RTSPURL)
+			if err != nil {
+				return fmt.Errorf("relay ready line: camera %s: %w", fanCamera, err)
+			}
+			u.User = url.UserPassword(fanUser, e.fanPass)
+			e.relayFan = u.String()
 		}
 	}
+	if e.relayLoad == "" || e.relaySim == "" || e.relayFan == "" {
+		return fmt.Errorf("relay ready line without every camera: %+v", ready.Cameras)
+	}
 	return nil
+}
+
+// writeRelayUsers makes fanUser's users[] entry with the relay's own
+// hash-password subcommand (as an operator would), for a random password,
+// and writes the relay's config file holding it.
+func (e *env) writeRelayUsers(ctx context.Context) error {
+	pass := make([]byte, 12)
+	rand.Read(pass)
+	e.fanPass = hex.EncodeToString(pass)
+	cmd := exec.CommandContext(ctx, e.bins.relay, "hash-password", "--user", fanUser)
+	cmd.Stdin = strings.NewReader(e.fanPass + "\n")
+	out, err := cmd.Output()
+	if err != nil {
+		return fmt.Errorf("relay hash-password: %w", err)
+	}
+	e.relayUsers = filepath.Join(e.dir, "relay-users.json")
+	return os.WriteFile(e.relayUsers, []byte(`{"users": [`+strings.TrimSpace(string(out))+`]}`), 0o600)
 }
 
 // startModule starts the module, named name in logs, with the extra
@@ -264,7 +332,7 @@ func (e *env) startModule(ctx context.Context, name string, extra ...string) err
 	metrics := freeAddr()
 	e.moduleMetr = "http://" + metrics + "/metrics"
 	env = append(env,
-		fmt.Sprintf(`RTSPTUNNEL_TARGETS={"%d":"%s","%d":"%s"}`, loadPort, e.cam.ListenAddr(), simPort, e.sim.ListenAddr()),
+		fmt.Sprintf(`RTSPTUNNEL_TARGETS={"%d":"%s","%d":"%s","%d":"%s"}`, loadPort, e.cam.ListenAddr(), simPort, e.sim.ListenAddr(), fanPort, e.fanCam.ListenAddr()),
 		"RTSPTUNNEL_REMOTECAFILE="+filepath.Join(e.dir, "relay-ca.pem"),
 		"RTSPTUNNEL_METRICSADDR="+metrics,
 		"RTSPTUNNEL_MAXSESSIONS=1000",

@@ -17,6 +17,7 @@ type Results struct {
 	OpenLatency  *OpenLatencyResult  `json:"openLatency,omitempty"`
 	AddedLatency *AddedLatencyResult `json:"addedLatency,omitempty"`
 	Memory       *MemoryResult       `json:"memory,omitempty"`
+	Fanout       *FanoutResult       `json:"fanout,omitempty"`
 	Targets      []Target            `json:"targets"`
 }
 
@@ -194,6 +195,116 @@ type MemoryResult struct {
 	ModuleActivePerTun float64 `json:"moduleActivePerTunnelBytes"`
 	RelayActive        int64   `json:"relayActiveBytes"`
 	RelayActivePerTun  float64 `json:"relayActivePerTunnelBytes"`
+}
+
+// FanoutResult is the fan-out test: players on one shared camera, all
+// served through one tunnel.
+type FanoutResult struct {
+	// Camera describes the stream the camera sends; StreamBps is its RTP
+	// payload rate (bit/s) at FPS pictures per second.
+	Camera    string  `json:"camera"`
+	StreamBps float64 `json:"streamBitsPerSecond"`
+	FPS       int     `json:"fps"`
+	// Window is each step's measurement window, after Warmup.
+	Window time.Duration `json:"windowNs"`
+	Warmup time.Duration `json:"warmupNs"`
+	// ColdJoin is the first viewer's join: it made the relay open the
+	// tunnel (tunnelOpen through IoT Hub) and the camera's RTSP session.
+	ColdJoin JoinMarks `json:"coldJoin"`
+	// Steps are the player counts, in the order measured (ascending, each
+	// adding players to the previous step's).
+	Steps []FanoutStep `json:"steps"`
+	// Join is JoinCount sequential joins with one viewer already watching;
+	// JoinLoaded the same with the last step's players watching.
+	Join       *JoinResult `json:"join,omitempty"`
+	JoinLoaded *JoinResult `json:"joinLoaded,omitempty"`
+	// What must not change after the first viewer's open, over the whole
+	// series (every step and every join): MethodCalls is the increase of
+	// relay_method_calls_total (every status; want 0); RelayTunnelsMax and
+	// ModuleTunnelsMax are the largest relay_sessions_active and
+	// rtsptunnel_sessions_active polled at every step and after every join
+	// (want 1); CameraSessions counts the RTSP sessions the camera served
+	// in the series (want 1).
+	MethodCallsAtOpen float64 `json:"methodCallsAtOpen"`
+	MethodCalls       float64 `json:"methodCallsAfterOpen"`
+	RelayTunnelsMax   float64 `json:"relayTunnelsMax"`
+	ModuleTunnelsMax  float64 `json:"moduleTunnelsMax"`
+	CameraSessions    int64   `json:"cameraSessions"`
+}
+
+// OneTunnel reports whether the series ran as a shared camera should: one
+// tunnelOpen call at the first viewer's open, none after it, one tunnel in
+// the relay and the module, one RTSP session at the camera.
+func (f *FanoutResult) OneTunnel() bool {
+	return f.MethodCallsAtOpen == 1 && f.MethodCalls == 0 && f.RelayTunnelsMax == 1 && f.ModuleTunnelsMax == 1 && f.CameraSessions == 1
+}
+
+// FanoutStep is one player count of the fan-out test. Rates are bytes per
+// second over the window.
+type FanoutStep struct {
+	Players int `json:"players"`
+	// EdgeBps is the rate of relay_edge_bytes_total{direction="from_camera"}:
+	// what the tunnel carried from the camera (RTSP interleaved, as sent).
+	EdgeBps float64 `json:"edgeBytesPerSecond"`
+	// ToPlayersBps is the rate of relay_player_bytes_total (RTP bytes the
+	// relay queued for its players); ReceivedBps what the players counted
+	// (RTP header and payload), all together; MinPlayerBps the slowest
+	// player's. Fanout = ToPlayersBps / EdgeBps.
+	ToPlayersBps float64 `json:"toPlayersBytesPerSecond"`
+	ReceivedBps  float64 `json:"receivedBytesPerSecond"`
+	MinPlayerBps float64 `json:"minPlayerBytesPerSecond"`
+	Fanout       float64 `json:"fanout"`
+	// Dropped is the increase of relay_player_packets_dropped_total (slow
+	// players), Lost the packets the players found missing, Ended the
+	// players whose session ended during the window.
+	Dropped float64 `json:"droppedPackets"`
+	Lost    int64   `json:"lostPackets"`
+	Ended   int     `json:"ended"`
+	// OpenTime is how long the players added in this step took to join.
+	OpenTime time.Duration  `json:"openTimeNs"`
+	Relay    procstat.Usage `json:"relay"`
+	Module   procstat.Usage `json:"module"`
+	Harness  procstat.Usage `json:"harness"`
+	Machine  float64        `json:"machineCpuPercent"`
+	// RelayWritesPerSec and RelayReadsPerSec are the relay's write and read
+	// system calls per second (/proc/<pid>/io).
+	RelayWritesPerSec float64 `json:"relayWritesPerSecond"`
+	RelayReadsPerSec  float64 `json:"relayReadsPerSecond"`
+	// RelayCPUPerPlayer (% of one core) and RelayRSSPerPlayer (bytes, from
+	// RSSMax) are this step's relay figures minus the first step's (one
+	// viewer: the tunnel, the camera's RTSP session and one reader), per
+	// player added since; 0 for the first step.
+	RelayCPUPerPlayer float64 `json:"relayCpuPercentPerPlayer"`
+	RelayRSSPerPlayer float64 `json:"relayRssPerPlayerBytes"`
+}
+
+// JoinMarks is one join's way to its first RTP packet, from the start of
+// its connection, in milliseconds.
+type JoinMarks struct {
+	Described   float64 `json:"describedMs"`
+	Playing     float64 `json:"playingMs"`
+	FirstPacket float64 `json:"firstPacketMs"`
+}
+
+// JoinResult is a series of sequential joins to a live shared camera: each
+// player connects, authenticates (Digest), plays over TCP and closes at its
+// first RTP packet.
+type JoinResult struct {
+	// Viewers were watching during the joins.
+	Viewers int `json:"viewers"`
+	// FirstPacket is connection start → first RTP packet; Described and
+	// Playing are the marks on the way (DESCRIBE answered, PLAY answered).
+	FirstPacket Percentiles `json:"firstPacket"`
+	Described   Percentiles `json:"described"`
+	Playing     Percentiles `json:"playing"`
+	// RelayDescribeMean is the mean of the relay's own
+	// relay_player_join_duration_seconds over the joins (its DESCRIBE
+	// handling, ms).
+	RelayDescribeMean float64 `json:"relayDescribeMeanMs"`
+	// MethodCalls is the increase of relay_method_calls_total over the
+	// joins (want 0: joining a live camera calls nothing).
+	MethodCalls float64 `json:"methodCalls"`
+	Failures    int     `json:"failures"`
 }
 
 // Target is one of the issue's goals and where this run stands.

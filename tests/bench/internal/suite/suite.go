@@ -1,7 +1,8 @@
 // Package suite runs the rtsptunnel benchmarks: it builds the module, the
 // relay and chisel, starts them on loopback with the IoT Hub emulator and
-// two cameras, measures throughput, concurrency, open latency, added
-// latency and memory in one run, and returns the Results.
+// its cameras, measures throughput, concurrency, open latency, added
+// latency, memory and a shared camera's fan-out in one run, and returns the
+// Results.
 package suite
 
 import (
@@ -65,8 +66,16 @@ type Options struct {
 	RTTRounds int
 	// IdleTunnels is the tunnel count of the idle-memory test.
 	IdleTunnels int
+	// Fan-out: FanoutPlayers are the player counts on the shared camera
+	// (ascending; each step adds players), each measured for FanoutWindow
+	// after FanoutWarmup; Joins is the number of sequential joins timed
+	// with one viewer and again with the most viewers watching.
+	FanoutPlayers []int
+	FanoutWindow  time.Duration
+	FanoutWarmup  time.Duration
+	Joins         int
 	// Only, when not empty, runs only these tests: throughput, concurrency,
-	// open, rtt, memory.
+	// open, rtt, memory, fanout.
 	Only map[string]bool
 	// ProfileDir, when set, builds the module and the relay with a pprof
 	// hook and writes CPU and heap profiles of the heaviest steps there.
@@ -126,6 +135,12 @@ func (o *Options) Defaults() {
 	defInt(&o.RTTSamples, 2000, 200)
 	defInt(&o.RTTRounds, 3, 1)
 	defInt(&o.IdleTunnels, 1000, 100)
+	if len(o.FanoutPlayers) == 0 {
+		o.FanoutPlayers = []int{1, 10, 100}
+	}
+	def(&o.FanoutWindow, 10*time.Second, 3*time.Second)
+	def(&o.FanoutWarmup, 2*time.Second, time.Second)
+	defInt(&o.Joins, 50, 20)
 	if o.Progress == nil {
 		o.Progress = io.Discard
 	}
@@ -162,6 +177,7 @@ func Run(ctx context.Context, o Options) (*Results, error) {
 			"opens": o.Opens, "sustainedOpens": o.SustainedOpens, "rttSamples": o.RTTSamples, "rttRounds": o.RTTRounds,
 			"idleTunnels": o.IdleTunnels, "moduleMaxSessions": 1000, "profiled": o.ProfileDir != "",
 			"moduleEnv": o.ModuleEnv, "relayEnv": o.RelayEnv,
+			"fanoutPlayers": o.FanoutPlayers, "fanoutWindow": o.FanoutWindow.String(), "fanoutWarmup": o.FanoutWarmup.String(), "joins": o.Joins,
 		},
 	}
 	if o.QuietBelow > 0 {
@@ -210,6 +226,12 @@ func Run(ctx context.Context, o Options) (*Results, error) {
 	}
 	if o.runs("throughput") {
 		note("throughput", e.throughput(ctx, res))
+	}
+	if o.runs("fanout") {
+		// After other tests, a fresh relay: its RSS then starts from a
+		// process that has served only the fan-out test.
+		fresh := len(o.Only) == 0 || len(o.Only) > 1
+		note("fan-out", e.fanout(ctx, res, fresh))
 	}
 	activeMemory(res)
 	e.close()

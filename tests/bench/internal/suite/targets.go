@@ -47,6 +47,25 @@ func evaluate(r *Results) []Target {
 		}
 		add("added round trip p99", "≤ 1 ms", m, a.AddedP99 <= 1)
 	}
+	if f := r.Fanout; f != nil {
+		if j := f.Join; j != nil && j.FirstPacket.N > 0 {
+			m := fmt.Sprintf("%.1f ms", j.FirstPacket.P50)
+			if l := f.JoinLoaded; l != nil && l.FirstPacket.N > 0 {
+				m += fmt.Sprintf(" (%d watching: %.1f ms)", l.Viewers, l.FirstPacket.P50)
+			}
+			add("fan-out: join p50 (to the first RTP packet)", "≤ 50 ms", m, j.FirstPacket.P50 <= 50)
+		}
+		if n := len(f.Steps); n > 1 && f.Steps[0].EdgeBps > 0 {
+			first, last := f.Steps[0], f.Steps[n-1]
+			ratio := last.EdgeBps / first.EdgeBps
+			add(fmt.Sprintf("fan-out: edge bytes at N=%d", last.Players), fmt.Sprintf("≤ 1.2 × N=%d", first.Players),
+				fmt.Sprintf("%.2f× (%.1f vs %.1f KB/s)", ratio, last.EdgeBps/1e3, first.EdgeBps/1e3), ratio <= 1.2)
+		}
+		if len(f.Steps) > 0 {
+			add("fan-out: one tunnel for every viewer", "1 tunnel, 0 later tunnelOpen",
+				fmt.Sprintf("%v tunnel(s), %v later tunnelOpen", max(f.RelayTunnelsMax, f.ModuleTunnelsMax), f.MethodCalls), f.OneTunnel())
+		}
+	}
 	return t
 }
 
