@@ -17,7 +17,7 @@
 //
 // Viewers and the shared upstream:
 //
-//	relay_player_bytes_total{camera}                 counter: bytes sent to players (fan-out: compare with from_camera)
+//	relay_player_bytes_total{camera}                 counter: bytes queued to players (fan-out: compare with from_camera)
 //	relay_viewers{camera}                            gauge: players watching
 //	relay_upstream_state{camera,state}               gauge: 1 for the upstream's current state (see States)
 //	relay_upstream_open_duration_seconds{camera}     histogram: first viewer's request until the stream is live

@@ -115,7 +115,7 @@ func New(reg prometheus.Registerer) (*Metrics, error) {
 	fast := []float64{0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30}
 	m.PlayerBytes = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "relay_player_bytes_total",
-		Help: "Bytes sent to players, by camera; divided by relay_edge_bytes_total{direction=\"from_camera\"} it is the fan-out ratio.",
+		Help: "RTP/RTCP bytes handed to players' queues (packets dropped for slow players excluded; passthrough: bytes written), by camera; divided by relay_edge_bytes_total{direction=\"from_camera\"} it is the fan-out ratio.",
 	}, []string{"camera"})
 	m.Viewers = prometheus.NewGaugeVec(prometheus.GaugeOpts{
 		Name: "relay_viewers",
