@@ -66,9 +66,10 @@ type Server struct {
 	Logger  *slog.Logger
 	Metrics *metrics.Metrics
 
-	srv     *gortsplib.Server
-	ln      *mergedListener
-	cameras map[string]*Camera // static after Initialize
+	srv       *gortsplib.Server
+	ln        *mergedListener
+	cameras   map[string]*Camera // static after Initialize
+	protected bool               // static after Initialize: some camera has users
 
 	mu        sync.Mutex
 	players   map[string]int // guarded by mu: holds per camera
@@ -116,6 +117,7 @@ func (s *Server) Initialize() error {
 			return errors.New("rtspserver: Verifier is required when a camera has users")
 		}
 		s.cameras[c.Name] = c
+		s.protected = s.protected || len(c.Users) > 0
 	}
 	lns := []net.Listener{s.Listener}
 	confs := []*tls.Config{nil}
@@ -383,7 +385,11 @@ func (s *Server) authorize(conn *gortsplib.ServerConn, req *base.Request, path s
 	name := strings.TrimSuffix(strings.TrimPrefix(path, "/"), "/")
 	cam := s.cameras[name]
 
-	open := s.AllowAnonymous && (cam == nil || len(cam.Users) == 0)
+	// A camera without users is open with AllowAnonymous. An unknown path
+	// is answered 404 without credentials only when every camera is open:
+	// otherwise a stranger could tell the protected cameras' names (401)
+	// from names that do not exist (404).
+	open := s.AllowAnonymous && (cam != nil && len(cam.Users) == 0 || cam == nil && !s.protected)
 	user := ""
 	if !open {
 		if s.Verifier == nil {

@@ -69,6 +69,43 @@ type Source struct {
 
 	mu     sync.Mutex
 	status Status // guarded by mu; written by run
+
+	// cont keeps each stream media's RTP numbering continuous across
+	// reconnects. Used by the attempt that feeds the stream, and reset by
+	// run when it makes a new stream; attempts never overlap, and each hands
+	// over to the next through run's channels.
+	cont map[*description.Media]*continuity
+}
+
+// continuity rewrites one media's RTP sequence numbers and timestamps so
+// that viewers who stay through a reconnect see one stream: a camera's new
+// session starts from random numbers, which players take for loss or a
+// clock jump.
+type continuity struct {
+	seqOff  uint16
+	tsOff   uint32
+	lastSeq uint16
+	lastTS  uint32
+	lastAt  time.Time
+	active  bool // lastSeq/lastTS are set
+	joined  bool // offsets are set for the current attempt
+}
+
+// rewrite applies the offsets to pkt, computing them at the first packet
+// of an attempt: the next sequence number, and the timestamp advanced by
+// the wall time since the last packet.
+func (c *continuity) rewrite(pkt *rtp.Packet, clockRate int, now time.Time) {
+	if !c.joined {
+		c.joined = true
+		if c.active {
+			gap := uint32(now.Sub(c.lastAt).Seconds() * float64(clockRate))
+			c.seqOff = c.lastSeq + 1 - pkt.SequenceNumber
+			c.tsOff = c.lastTS + max(gap, 1) - pkt.Timestamp
+		}
+	}
+	pkt.SequenceNumber += c.seqOff
+	pkt.Timestamp += c.tsOff
+	c.lastSeq, c.lastTS, c.lastAt, c.active = pkt.SequenceNumber, pkt.Timestamp, now, true
 }
 
 // Status is a snapshot of the upstream, for pages and tests.
@@ -348,6 +385,7 @@ func (s *Source) streamFor(st *runState, desc *description.Session) *gortsplib.S
 		s.closeStream(st)
 	}
 	stream := &gortsplib.ServerStream{Server: s.Server, Desc: desc}
+	s.cont = map[*description.Media]*continuity{}
 	if err := stream.Initialize(); err != nil {
 		s.Logger.Error("failed to create stream", "error", err)
 		return nil
@@ -368,11 +406,12 @@ func (s *Source) onLive(st *runState) {
 	st.retries = 0
 	st.lastErr = ""
 	s.stopTimer(&st.window, &st.windowC)
+	// State first, so that Status is live once an Acquire has returned.
+	s.setState(st, metrics.StateLive)
 	for _, w := range st.waiters {
 		w.reply <- acquireRes{stream: st.stream}
 	}
 	st.waiters = nil
-	s.setState(st, metrics.StateLive)
 }
 
 func (s *Source) onEnded(st *runState, err error) {
@@ -382,6 +421,7 @@ func (s *Source) onEnded(st *runState, err error) {
 	switch {
 	case st.holds == 0:
 		// Nobody watches: no reason to reconnect.
+		s.stopTimer(&st.window, &st.windowC) // the next opening is a fresh one
 		s.closeStream(st)
 		s.failWaiters(st, err)
 		s.setState(st, metrics.StateIdle)
@@ -577,8 +617,17 @@ func (s *Source) attempt(ctx context.Context, a *attempt) (err error) {
 // desc's by index (see sameMedias).
 func (s *Source) feed(c *gortsplib.Client, desc *description.Session, stream *gortsplib.ServerStream) {
 	out := make(map[*description.Media]*description.Media, len(desc.Medias))
+	cont := make(map[*description.Media]*continuity, len(desc.Medias))
 	for i, m := range desc.Medias {
-		out[m] = stream.Desc.Medias[i]
+		sm := stream.Desc.Medias[i]
+		out[m] = sm
+		c := s.cont[sm]
+		if c == nil {
+			c = &continuity{}
+			s.cont[sm] = c
+		}
+		c.joined = false // a new camera session: new offsets
+		cont[m] = c
 	}
 	playerBytes := s.Metrics.PlayerBytes.WithLabelValues(s.Camera)
 	last := stream.BytesSent() // owned by the client's reader goroutine
@@ -588,11 +637,13 @@ func (s *Source) feed(c *gortsplib.Client, desc *description.Session, stream *go
 			last = n
 		}
 	}
-	c.OnPacketRTPAny(func(m *description.Media, _ format.Format, pkt *rtp.Packet) {
+	c.OnPacketRTPAny(func(m *description.Media, f format.Format, pkt *rtp.Packet) {
+		now := time.Now()
 		ntp, ok := c.PacketNTP(m, pkt)
 		if !ok {
-			ntp = time.Now()
+			ntp = now
 		}
+		cont[m].rewrite(pkt, f.ClockRate(), now)
 		stream.WritePacketRTPWithNTP(out[m], pkt, ntp) // errors only after Close
 		count()
 	})

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"net"
 	"runtime"
@@ -238,9 +239,10 @@ func (c *testCamera) OnStreamWriteError(*gortsplib.ServerHandlerOnStreamWriteErr
 type testDialer struct {
 	dials atomic.Int64
 
-	mu   sync.Mutex
-	addr string                          // guarded by mu
-	hook func(ctx context.Context) error // guarded by mu
+	mu    sync.Mutex
+	addr  string                          // guarded by mu
+	hook  func(ctx context.Context) error // guarded by mu
+	conns []*trackedConn                  // guarded by mu: every conn returned
 }
 
 func (d *testDialer) Dial(ctx context.Context) (net.Conn, error) {
@@ -254,7 +256,49 @@ func (d *testDialer) Dial(ctx context.Context) (net.Conn, error) {
 		}
 	}
 	var nd net.Dialer
-	return nd.DialContext(ctx, "tcp", addr)
+	c, err := nd.DialContext(ctx, "tcp", addr)
+	if err != nil {
+		return nil, err
+	}
+	tc := &trackedConn{Conn: c}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.conns = append(d.conns, tc)
+	return tc, nil
+}
+
+// open returns how many of the dialed conns the upstream has not closed.
+func (d *testDialer) open() int {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	n := 0
+	for _, c := range d.conns {
+		if !c.closed.Load() {
+			n++
+		}
+	}
+	return n
+}
+
+// breakAll closes the dialed conns under the upstream, as a tunnel that
+// drops does.
+func (d *testDialer) breakAll() {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	for _, c := range d.conns {
+		c.Conn.Close()
+	}
+}
+
+// trackedConn records that the upstream closed it.
+type trackedConn struct {
+	net.Conn
+	closed atomic.Bool
+}
+
+func (c *trackedConn) Close() error {
+	c.closed.Store(true)
+	return c.Conn.Close()
 }
 
 func (d *testDialer) set(addr string, hook func(context.Context) error) {
@@ -282,6 +326,8 @@ type env struct {
 	src  *upstream.Source
 	m    *metrics.Metrics
 	logs *syncBuffer
+
+	dialExited <-chan struct{} // TestClose: closed when a blocked dial returned
 }
 
 // newEnv starts a camera and a Source reading it through testDialer, with
@@ -336,6 +382,16 @@ func (e *env) opens(t *testing.T) uint64 {
 		t.Fatal(err)
 	}
 	return m.GetHistogram().GetSampleCount()
+}
+
+// waitStatus waits for Status to show state and holds. Acquire answers
+// before the snapshot is updated, so a test polls it.
+func (e *env) waitStatus(ctx context.Context, t *testing.T, state string, holds int) {
+	t.Helper()
+	waitFor(ctx, t, fmt.Sprintf("state %s with %d holds", state, holds), func() bool {
+		st := e.src.Status()
+		return st.State == state && st.Holds == holds
+	})
 }
 
 func (e *env) state() string { return e.src.Status().State }
@@ -443,7 +499,7 @@ func TestInitializeRequiresFields(t *testing.T) {
 func TestOnDemandAndLinger(t *testing.T) {
 	const linger = 300 * time.Millisecond
 	for _, viewers := range []int{1, 8} {
-		t.Run(strings.Repeat("v", viewers), func(t *testing.T) {
+		t.Run(fmt.Sprintf("%d viewers", viewers), func(t *testing.T) {
 			checkGoroutines(t)
 			ctx := testContext(t)
 			e := newEnv(t, func(s *upstream.Source) { s.Linger = linger })
@@ -478,9 +534,7 @@ func TestOnDemandAndLinger(t *testing.T) {
 			if n := e.cam.plays.Load(); n != 1 {
 				t.Errorf("camera got %d PLAY requests, want 1", n)
 			}
-			if st := e.src.Status(); st.State != metrics.StateLive || st.Holds != viewers {
-				t.Errorf("Status() = %+v, want live with %d holds", st, viewers)
-			}
+			e.waitStatus(ctx, t, metrics.StateLive, viewers)
 			if got := e.stateMetric(metrics.StateLive); got != 1 {
 				t.Errorf("relay_upstream_state{state=live} = %v, want 1", got)
 			}
@@ -488,15 +542,19 @@ func TestOnDemandAndLinger(t *testing.T) {
 				t.Errorf("camera has %d connections, want 1", n)
 			}
 
-			for range viewers {
+			for range viewers - 1 {
 				released(ctx, t, e.src)
 			}
-			left := time.Now()
+			left := time.Now() // before the last Release arms the linger
+			released(ctx, t, e.src)
 			waitFor(ctx, t, "the upstream to close after the linger", func() bool {
 				return e.state() == metrics.StateIdle && e.cam.active() == 0
 			})
 			if d := time.Since(left); d < linger {
 				t.Errorf("upstream closed %v after the last viewer left, before the linger of %v", d, linger)
+			}
+			if n := e.dial.open(); n != 0 {
+				t.Errorf("%d tunnels left open", n)
 			}
 			if st := e.src.Status(); st.Holds != 0 {
 				t.Errorf("Status().Holds = %d after every Release, want 0", st.Holds)
@@ -569,6 +627,10 @@ func TestReconnectKeepsStream(t *testing.T) {
 			drop: func(e *env) { e.cam.drop() },
 		},
 		{
+			name: "tunnel drops",
+			drop: func(e *env) { e.dial.breakAll() },
+		},
+		{
 			name: "camera stops sending",
 			mod:  func(s *upstream.Source) { s.ReadTimeout = 500 * time.Millisecond },
 			drop: func(e *env) { e.cam.paused.Store(true) },
@@ -627,9 +689,7 @@ func TestReconnectKeepsStream(t *testing.T) {
 			if r.stream != first.stream {
 				t.Errorf("the stream changed across the reconnect (%p, then %p); viewers would be cut off", first.stream, r.stream)
 			}
-			if st := e.src.Status(); st.State != metrics.StateLive || st.Holds != 2 {
-				t.Errorf("Status() = %+v, want live with 2 holds", st)
-			}
+			e.waitStatus(ctx, t, metrics.StateLive, 2)
 			if n := e.cam.plays.Load(); n != 2 {
 				t.Errorf("camera got %d PLAY requests, want 2", n)
 			}
@@ -724,6 +784,78 @@ func TestReconnectWindowEnds(t *testing.T) {
 	}
 }
 
+// TestStaleWindowAfterIdle: when the last viewer leaves during a
+// reconnect and the reconnect then fails, the upstream goes idle; the next
+// viewer's opening is a fresh one, which the old reconnect window must not
+// cut short.
+func TestStaleWindowAfterIdle(t *testing.T) {
+	const window = 300 * time.Millisecond
+	checkGoroutines(t)
+	ctx := testContext(t)
+	e := newEnv(t, func(s *upstream.Source) {
+		s.ReconnectWindow = window
+		s.Linger = 10 * time.Second // the linger does not clear anything here
+	})
+	if r := result(ctx, t, e.acquireAsync(ctx)); r.err != nil {
+		t.Fatal(r.err)
+	}
+
+	// The reconnect's dial hangs until the viewer has left, then fails.
+	fail := make(chan struct{})
+	entered := make(chan struct{}, 1)
+	e.dial.set(e.cam.addr(), func(ctx context.Context) error {
+		select {
+		case entered <- struct{}{}:
+		default:
+		}
+		select {
+		case <-fail:
+			return errors.New("tunnel down")
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	})
+	dropped := time.Now()
+	e.cam.drop()
+	select {
+	case <-entered:
+	case <-ctx.Done():
+		t.Fatal("no reconnect")
+	}
+	released(ctx, t, e.src)
+	close(fail)
+	waitFor(ctx, t, "idle", func() bool { return e.state() == metrics.StateIdle })
+
+	// A new viewer; its opening is slow (held until after the old window).
+	slow := make(chan struct{})
+	e.dial.set(e.cam.addr(), func(ctx context.Context) error {
+		select {
+		case <-slow:
+			return nil
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	})
+	ch := e.acquireAsync(ctx)
+	waitFor(ctx, t, "the opening", func() bool { return e.state() == metrics.StateOpening })
+	for time.Since(dropped) < 2*window {
+		time.Sleep(10 * time.Millisecond)
+	}
+	select {
+	case r := <-ch:
+		t.Fatalf("the opening ended before its dial returned: %p, %v", r.stream, r.err)
+	default:
+	}
+	close(slow)
+	if r := result(ctx, t, ch); r.err != nil {
+		t.Fatalf("Acquire: %v", r.err)
+	}
+	if n := e.opens(t); n != 2 {
+		t.Errorf("relay_upstream_open_duration_seconds counts %d openings, want 2", n)
+	}
+	released(ctx, t, e.src)
+}
+
 // TestOpenFails: when the upstream cannot open, every waiting viewer gets
 // the error at once (no retries behind their backs), keeps no hold, and the
 // next viewer tries again.
@@ -793,9 +925,7 @@ func TestOpenFails(t *testing.T) {
 			if n := e.dial.dials.Load(); n != before+1 {
 				t.Errorf("%d dials for the next viewer, want 1", n-before)
 			}
-			if st := e.src.Status(); st.Holds != 1 {
-				t.Errorf("Status().Holds = %d, want 1 (failed viewers leaked holds)", st.Holds)
-			}
+			e.waitStatus(ctx, t, metrics.StateLive, 1) // failed viewers hold nothing
 			released(ctx, t, e.src)
 			waitFor(ctx, t, "idle after the linger", func() bool { return e.state() == metrics.StateIdle && e.cam.active() == 0 })
 		})
@@ -878,9 +1008,7 @@ func TestAcquireCanceledWhileOpening(t *testing.T) {
 			if r.err != nil {
 				t.Fatalf("Acquire after the canceled one: %v", r.err)
 			}
-			if st := e.src.Status(); st.Holds != 1 || st.State != metrics.StateLive {
-				t.Errorf("Status() = %+v, want live with 1 hold", st)
-			}
+			e.waitStatus(ctx, t, metrics.StateLive, 1)
 			released(ctx, t, e.src)
 		})
 	}
@@ -899,8 +1027,9 @@ func TestClose(t *testing.T) {
 		{
 			name: "opening",
 			setup: func(ctx context.Context, t *testing.T, e *env) []<-chan acquired {
-				hook, _, _ := blockingHook()
+				hook, _, exited := blockingHook()
 				e.dial.set(e.cam.addr(), hook)
+				e.dialExited = exited
 				var chs []<-chan acquired
 				for range 3 {
 					chs = append(chs, e.acquireAsync(ctx))
@@ -956,6 +1085,18 @@ func TestClose(t *testing.T) {
 			case <-closed:
 			case <-ctx.Done():
 				t.Fatal("Close did not return")
+			}
+			// Close waits for everything to stop: the tunnel is closed by
+			// the time it returns.
+			if n := e.dial.open(); n != 0 {
+				t.Errorf("%d tunnels still open when Close returned", n)
+			}
+			if e.dialExited != nil {
+				select {
+				case <-e.dialExited:
+				default:
+					t.Error("the dial was still running when Close returned")
+				}
 			}
 			for i, ch := range waiting {
 				if r := result(ctx, t, ch); !errors.Is(r.err, upstream.ErrClosed) {
