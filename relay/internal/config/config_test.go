@@ -306,3 +306,45 @@ func TestHelpDocumentsEverySetting(t *testing.T) {
 		t.Error("--help does not describe the ready line")
 	}
 }
+
+// TestCameraSecrets: a shared camera's password comes from the environment
+// or a file; a missing one is an error that names the setting, not a value.
+func TestCameraSecrets(t *testing.T) {
+	dir := t.TempDir()
+	file := dir + "/door.pw"
+	if err := os.WriteFile(file, []byte("from-file-5ec\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	empty := dir + "/empty.pw"
+	os.WriteFile(empty, nil, 0o600)
+	env := map[string]string{
+		"IOTHUB_SERVICE_CONNECTION_STRING": "HostName=hub.example;SharedAccessKeyName=service;SharedAccessKey=c2VjcmV0",
+		"DOOR_PW":                          "from-env-5ec",
+	}
+	load := func(spec string) (*Config, error) {
+		return Load([]string{"--self-signed", "--allow-anonymous", "--camera", "name=door,deviceId=d,localPort=554,username=admin," + spec},
+			func(k string) string { return env[k] }, &bytes.Buffer{})
+	}
+	tests := []struct {
+		spec, password, err string
+	}{
+		{"passwordEnv=DOOR_PW", "from-env-5ec", ""},
+		{"passwordFile=" + file, "from-file-5ec", ""},
+		{"passwordEnv=NOT_SET", "", "cameras[0].passwordEnv: environment variable NOT_SET is unset or empty"},
+		{"passwordFile=" + dir + "/missing", "", "cameras[0].passwordFile: open " + dir + "/missing"},
+		{"passwordFile=" + empty, "", "cameras[0].passwordFile: " + empty + " is empty"},
+	}
+	for _, tt := range tests {
+		cfg, err := load(tt.spec)
+		switch {
+		case tt.err != "":
+			if err == nil || !strings.Contains(err.Error(), tt.err) {
+				t.Errorf("%s: error %v, want %q", tt.spec, err, tt.err)
+			}
+		case err != nil:
+			t.Errorf("%s: %v", tt.spec, err)
+		case cfg.Cameras[0].Password() != tt.password:
+			t.Errorf("%s: password %q, want %q", tt.spec, cfg.Cameras[0].Password(), tt.password)
+		}
+	}
+}

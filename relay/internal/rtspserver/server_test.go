@@ -834,3 +834,29 @@ func TestCameraDropKeepsPlayers(t *testing.T) {
 		t.Errorf("relay_upstream_restarts_total = %v, want 1", got)
 	}
 }
+
+// TestMaxSessionDuration: a playing session ends when it reaches
+// MaxSessionDuration, and the viewer is counted out.
+func TestMaxSessionDuration(t *testing.T) {
+	checkGoroutines(t)
+	ctx := testContext(t)
+	e := newEnv(t, envOptions{mod: func(s *rtspserver.Server) { s.MaxSessionDuration = 300 * time.Millisecond }})
+	p, err := play(t, e.url("door", "alice", alicePass), playerOptions{})
+	if err != nil {
+		t.Fatalf("play: %v", err)
+	}
+	defer p.close()
+	waitFor(ctx, t, "packets", func() bool { return p.packets.Load() > 0 })
+	ended := make(chan error, 1)
+	go func() { ended <- p.c.Wait() }()
+	select {
+	case err := <-ended:
+		t.Logf("player ended: %v", err)
+	case <-time.After(10 * time.Second):
+		t.Fatal("the session outlived maxSessionDuration by 10 s")
+	}
+	waitFor(ctx, t, "the viewer counted out", func() bool { return e.viewers("door") == 0 })
+	if !strings.Contains(e.logs.String(), "player session reached maxSessionDuration") {
+		t.Error("no log line for the ended session")
+	}
+}
