@@ -29,13 +29,24 @@ func FuzzConnectionString(f *testing.F) {
 				}
 			}
 		}
-		env := map[string]string{EnvConnectionString: cs}
-		_, err := Load(context.Background(), func(k string) string { return env[k] })
+		load := func(cs string) error {
+			env := map[string]string{EnvConnectionString: cs}
+			_, err := Load(context.Background(), func(k string) string { return env[k] })
+			return err
+		}
+		err := load(cs)
 		if err == nil {
 			return
 		}
 		for _, key := range sharedAccessKeys(cs) {
-			if len(key) >= 4 && strings.Contains(err.Error(), key) {
+			if len(key) < 4 || !strings.Contains(err.Error(), key) {
+				continue
+			}
+			// The key may be a piece of a word the message says anyway
+			// ("SharedAccessKey is not valid base64" holds "hared"): it
+			// leaks only if the mention goes when the key is another string.
+			other := replaceKeys(cs, strings.Repeat("Q", len(key)))
+			if oerr := load(other); oerr == nil || !strings.Contains(oerr.Error(), key) {
 				t.Fatalf("error %q quotes the key %q", err, key)
 			}
 		}
@@ -53,4 +64,17 @@ func sharedAccessKeys(cs string) []string {
 		}
 	}
 	return keys
+}
+
+// replaceKeys returns cs with every SharedAccessKey value replaced by v,
+// the rest unchanged.
+func replaceKeys(cs, v string) string {
+	parts := strings.Split(cs, ";")
+	for i, part := range parts {
+		k, _, ok := strings.Cut(part, "=")
+		if ok && strings.EqualFold(strings.TrimSpace(k), "SharedAccessKey") {
+			parts[i] = k + "=" + v
+		}
+	}
+	return strings.Join(parts, ";")
 }
