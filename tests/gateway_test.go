@@ -293,3 +293,41 @@ func TestSharedRTSPS(t *testing.T) {
 		t.Errorf("tunnelOpen calls %v, want 1", got)
 	}
 }
+
+// TestPassthroughAuth: a passthrough camera's players authenticate before
+// any tunnel opens; once admitted, the bytes go to the camera unchanged.
+func TestPassthroughAuth(t *testing.T) {
+	t.Parallel()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	rc := newRelayChain(t, ctx, relayOptions{})
+	raw := rc.ready.Camera("vault")
+	if raw == "" {
+		t.Fatal("no camera vault in the ready line")
+	}
+	for _, tt := range []struct{ user, pass, want string }{
+		{"", "", "401"},
+		{"alice", "wrong", "401"},
+		{"bob", rc.password, "403"},
+	} {
+		u, _ := url.Parse(raw)
+		if tt.user != "" {
+			u.User = url.UserPassword(tt.user, tt.pass)
+		}
+		if _, err := harness.FFProbe(ctx, u.String(), time.Second); err == nil || !strings.Contains(err.Error(), tt.want) {
+			t.Errorf("%s: %v, want %s", tt.user, err, tt.want)
+		}
+	}
+	if got := metricValue(rc.relayMetrics(ctx), `relay_sessions_total{camera="vault",outcome="ok"}`); got != 0 {
+		t.Fatalf("refused players opened %v tunnels", got)
+	}
+	u, _ := url.Parse(raw)
+	u.User = url.UserPassword("alice", rc.password)
+	p, err := harness.FFProbe(ctx, u.String(), 2*time.Second)
+	if err != nil || p.Packets < 25 {
+		t.Fatalf("alice through the gate: %d packets, %v", p.Packets, err)
+	}
+	waitUntil(t, ctx, "the tunnel closed", func() bool {
+		return metricValue(rc.relayMetrics(ctx), `relay_sessions_total{camera="vault",outcome="ok"}`) == 1
+	})
+}

@@ -172,6 +172,8 @@ func (rc *relayChain) args(ws, metrics, cam1, cam2, rtsp, rtsps string) []string
 		"--linger", "2s", "--ping-interval", "1s", "--ping-timeout", "2s",
 		"--camera", "name=cam1,mode=passthrough,deviceId="+edgeDevice+",moduleId="+moduleID+",localPort=554,rtspPath=stream,listen="+cam1,
 		"--camera", "name=cam2,mode=passthrough,deviceId="+edgeDevice+",moduleId="+moduleID+",localPort=5541,rtspPath=stream,listen="+cam2,
+		// vault: cam1's camera again, passthrough, for alice only.
+		"--camera", "name=vault,mode=passthrough,deviceId="+edgeDevice+",moduleId="+moduleID+",localPort=554,rtspPath=stream,users=alice,listen=127.0.0.1:0",
 		"--camera", "name=door,deviceId="+edgeDevice+",moduleId="+moduleID+",localPort=5542,rtspPath="+strings.TrimPrefix(camera.DefaultPath, "/")+",users=alice,username="+cameraUser+",passwordEnv=DOOR_PASSWORD",
 	)
 }
