@@ -24,6 +24,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/rtsptunnel/rtsptunnel/modules/rtsptunnel/internal/app"
 	"github.com/rtsptunnel/rtsptunnel/modules/rtsptunnel/internal/settings"
@@ -223,9 +224,13 @@ func TestPackagingDockerfiles(t *testing.T) {
 			if len(froms) != 2 {
 				t.Fatalf("%s: %d FROM instructions, want 2 (builder and final image)", path, len(froms))
 			}
-			if want := "--platform=$BUILDPLATFORM golang:${GO_VERSION} AS build"; froms[0].args != want {
-				t.Errorf("%s:%d: builder is FROM %s, want FROM %s (compile natively, cross-compile with GOOS/GOARCH)", path, froms[0].line, froms[0].args, want)
+			if want := "--platform=${BUILDPLATFORM:-linux/amd64} golang:${GO_VERSION} AS build"; froms[0].args != want {
+				t.Errorf("%s:%d: builder is FROM %s, want FROM %s (compile natively, cross-compile with GOOS/GOARCH; "+
+					"linux/amd64 under the classic builder, which does not set BUILDPLATFORM)", path, froms[0].line, froms[0].args, want)
 			}
+			checkFromVariables(t, path, ins)
+			checkLabels(t, path, ins, froms[1].line)
+			checkHealthcheck(t, path, ins, froms[1].line, !p.debug)
 			base := "gcr.io/distroless/static-debian12:nonroot"
 			if p.debug {
 				base = "gcr.io/distroless/static-debian12:debug-nonroot"
@@ -313,6 +318,171 @@ func TestPackagingDockerfiles(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// buildkitPlatformArgs are the ARGs BuildKit sets by itself. A default
+// declared for one in the global scope replaces BuildKit's value (moby/buildkit
+// frontend/dockerfile/dockerfile2llb buildMetaArgs; docker/buildx#510), so
+// they are declared without one and FROM gives the fallback instead.
+var buildkitPlatformArgs = []string{"BUILDPLATFORM", "BUILDOS", "BUILDARCH", "BUILDVARIANT",
+	"TARGETPLATFORM", "TARGETOS", "TARGETARCH", "TARGETVARIANT"}
+
+// fromVariable matches $VAR, ${VAR} and ${VAR<op>word} in a FROM line.
+var fromVariable = regexp.MustCompile(`\$(?:([A-Za-z_][A-Za-z0-9_]*)|\{([A-Za-z_][A-Za-z0-9_]*)(?:(:?[-+?])([^}]*))?\})`)
+
+// checkFromVariables checks that every FROM line also works with the
+// classic builder (iotedgedev build/push through docker-py), which sets none
+// of BuildKit's platform ARGs: each variable in a FROM has a non-empty
+// fallback, either ${VAR:-fallback} or a global ARG VAR=default declared
+// before the first FROM; and no BuildKit platform ARG gets a global default,
+// which would override BuildKit's real value.
+func checkFromVariables(t *testing.T, path string, ins []instruction) {
+	t.Helper()
+	globals := map[string]string{} // ARGs before the first FROM: name → default
+	seenFrom := false
+	for _, in := range ins {
+		switch in.cmd {
+		case "ARG":
+			if seenFrom {
+				continue // stage-scoped: not visible to FROM
+			}
+			for _, decl := range strings.Fields(in.args) {
+				name, def, _ := strings.Cut(decl, "=")
+				globals[name] = strings.Trim(def, `"'`)
+				if def != "" && slices.Contains(buildkitPlatformArgs, name) {
+					t.Errorf("%s:%d: ARG %s: a default for a BuildKit platform ARG replaces BuildKit's value on every build; "+
+						"declare it without one and write ${%s:-fallback} in FROM", path, in.line, decl, name)
+				}
+			}
+		case "FROM":
+			seenFrom = true
+			for _, m := range fromVariable.FindAllStringSubmatch(in.args, -1) {
+				name, op, word := m[1]+m[2], m[3], m[4]
+				if op == ":-" && word != "" {
+					continue
+				}
+				if op != "" {
+					t.Errorf("%s:%d: FROM %s: %s: only ${VAR} and ${VAR:-fallback} are checked here", path, in.line, in.args, m[0])
+					continue
+				}
+				if globals[name] == "" {
+					t.Errorf("%s:%d: FROM %s: %s has no non-empty fallback: the classic builder (iotedgedev) sets no platform ARGs, "+
+						"so declare ARG %s=<default> before the first FROM or write ${%s:-<fallback>}", path, in.line, in.args, m[0], name, name)
+				}
+			}
+		}
+	}
+}
+
+// labelPair matches key=value and key="value" in a LABEL instruction.
+var labelPair = regexp.MustCompile(`([^\s=]+)=("(?:[^"\\]|\\.)*"|\S+)`)
+
+// imageSource is the repository named by the images' source label.
+const imageSource = "https://github.com/rtsptunnel/rtsptunnel"
+
+// checkLabels checks the final stage's OCI annotations: title, description,
+// version stamped from the VERSION build argument, source and license.
+func checkLabels(t *testing.T, path string, ins []instruction, finalFrom int) {
+	t.Helper()
+	labels := map[string]string{}
+	versionArg := false
+	for _, in := range ins {
+		if in.line < finalFrom {
+			continue
+		}
+		switch in.cmd {
+		case "ARG":
+			versionArg = versionArg || strings.HasPrefix(in.args, "VERSION")
+		case "LABEL":
+			for _, m := range labelPair.FindAllStringSubmatch(in.args, -1) {
+				labels[m[1]] = strings.Trim(m[2], `"`)
+			}
+		}
+	}
+	want := map[string]string{
+		"org.opencontainers.image.version":  "${VERSION}",
+		"org.opencontainers.image.source":   imageSource,
+		"org.opencontainers.image.licenses": "MIT",
+	}
+	for k, v := range want {
+		if labels[k] != v {
+			t.Errorf("%s: final stage LABEL %s=%q, want %q", path, k, labels[k], v)
+		}
+	}
+	for _, k := range []string{"org.opencontainers.image.title", "org.opencontainers.image.description"} {
+		if labels[k] == "" {
+			t.Errorf("%s: final stage lacks LABEL %s", path, k)
+		}
+	}
+	if !versionArg {
+		t.Errorf("%s: the final stage needs ARG VERSION for the version label", path)
+	}
+}
+
+// checkHealthcheck checks the final stage's HEALTHCHECK: in exec form (no
+// shell in distroless), running "/rtsptunnel healthcheck", with a timeout
+// above the check's own 3 s bound so that the check reports its reason.
+// Release images have one; the debug image has none (a module stopped at a
+// breakpoint would be reported unhealthy).
+func checkHealthcheck(t *testing.T, path string, ins []instruction, finalFrom int, want bool) {
+	t.Helper()
+	var hcs []instruction
+	for _, in := range ins {
+		if in.cmd == "HEALTHCHECK" && in.line > finalFrom {
+			hcs = append(hcs, in)
+		}
+	}
+	if !want {
+		if len(hcs) > 0 {
+			t.Errorf("%s:%d: the debug image must not have a HEALTHCHECK", path, hcs[0].line)
+		}
+		return
+	}
+	if len(hcs) != 1 {
+		t.Errorf("%s: %d HEALTHCHECK instructions in the final stage, want 1", path, len(hcs))
+		return
+	}
+	hc := hcs[0]
+	opts, cmd, ok := strings.Cut(hc.args, "CMD ")
+	if !ok {
+		t.Errorf("%s:%d: HEALTHCHECK %s: want options then CMD [...]", path, hc.line, hc.args)
+		return
+	}
+	var argv []string
+	if err := json.Unmarshal([]byte(cmd), &argv); err != nil {
+		t.Errorf("%s:%d: HEALTHCHECK CMD %s is not the exec form (distroless has no shell): %v", path, hc.line, cmd, err)
+	} else if !slices.Equal(argv, []string{"/rtsptunnel", "healthcheck"}) {
+		t.Errorf("%s:%d: HEALTHCHECK CMD %q, want [\"/rtsptunnel\", \"healthcheck\"]", path, hc.line, argv)
+	}
+	found := map[string]bool{}
+	for _, o := range strings.Fields(opts) {
+		k, v, _ := strings.Cut(o, "=")
+		found[k] = true
+		if k == "--timeout" {
+			if d, err := time.ParseDuration(v); err != nil || d <= 3*time.Second {
+				t.Errorf("%s:%d: HEALTHCHECK --timeout=%s: want more than the check's own 3s", path, hc.line, v)
+			}
+		}
+	}
+	for _, k := range []string{"--interval", "--timeout", "--start-period"} {
+		if !found[k] {
+			t.Errorf("%s:%d: HEALTHCHECK without %s", path, hc.line, k)
+		}
+	}
+}
+
+// TestPackagingLicense checks the LICENSE the images' licenses label names.
+func TestPackagingLicense(t *testing.T) {
+	b, err := os.ReadFile(filepath.Join(repoRoot, "LICENSE"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"MIT License", "Copyright (c) 2026 the rtsptunnel authors", "Permission is hereby granted, free of charge",
+		`THE SOFTWARE IS PROVIDED "AS IS", WITHOUT WARRANTY OF ANY KIND`} {
+		if !bytes.Contains(b, []byte(want)) {
+			t.Errorf("LICENSE lacks %q", want)
+		}
 	}
 }
 

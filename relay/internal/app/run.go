@@ -34,10 +34,13 @@ func Run(ctx context.Context, args []string, getenv func(string) string, stdout,
 }
 
 // RunWithInput is Run with standard input, which the hash-password
-// subcommand reads.
+// subcommand reads. "relay healthcheck" checks a running relay's /healthz.
 func RunWithInput(ctx context.Context, args []string, getenv func(string) string, stdin io.Reader, stdout, stderr io.Writer) int {
 	if len(args) > 0 && args[0] == "hash-password" {
 		return hashPassword(args[1:], stdin, stdout, stderr)
+	}
+	if len(args) > 0 && args[0] == "healthcheck" {
+		return healthcheck(args[1:], stdout, stderr)
 	}
 	cfg, err := config.Load(args, getenv, stdout)
 	if errors.Is(err, flag.ErrHelp) {

@@ -367,8 +367,10 @@ tunnel as an RTSP client; every further viewer joins that stream. The tunnel
 closes a linger after the last viewer leaves. Passthrough cameras keep a port
 of their own and one tunnel per player, spliced byte for byte.
 
-Subcommand: relay hash-password --user NAME [--realm REALM] prints a users[]
-entry (ha1 and hash) for the password read from standard input.
+Subcommands: relay hash-password --user NAME [--realm REALM] prints a users[]
+entry (ha1 and hash) for the password read from standard input; relay
+healthcheck [--url URL] exits 0 when the relay's /healthz answers 200 (for
+container health checks; default http://127.0.0.1:9601/healthz).
 
 Settings are applied in the order: defaults, --config file, environment,
 flags.

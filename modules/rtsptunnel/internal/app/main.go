@@ -111,6 +111,7 @@ to a cloud endpoint, on request of the tunnelOpen direct method
 (IoT Plug and Play model dtmi:azure:videoanalyzer:WebSocketTunneling;1).
 
 Usage: rtsptunnel [--help] [--version]
+       rtsptunnel healthcheck [--url URL] [--timeout D]   exit 0 when /healthz on the metrics address answers 200
 
 Identity, first match wins:
   1. IoT Edge: IOTEDGE_WORKLOADURI, IOTEDGE_IOTHUBHOSTNAME, IOTEDGE_GATEWAYHOSTNAME,

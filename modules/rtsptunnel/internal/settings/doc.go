@@ -32,7 +32,9 @@
 //     also "554=192.168.10.21:554,5541=192.168.10.22:554".
 //   - Strings: the raw text in the environment, a JSON string in the twin.
 //
-// An environment variable that is set but empty counts as unset. Decoding is
+// An environment variable that is set but empty counts as unset, except for a
+// string setting that accepts "" (RTSPTUNNEL_METRICSADDR= disables the metrics
+// server). Decoding is
 // strict: unknown twin keys, wrong JSON types (554.5, "554" for an integer) and
 // out-of-range values are errors whose message quotes the setting's name and says
 // what is accepted.

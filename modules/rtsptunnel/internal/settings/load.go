@@ -9,7 +9,9 @@ import (
 )
 
 // FromEnv returns Defaults overridden by the environment variables found through
-// getenv (os.LookupEnv fits), validated. On error it returns every problem
+// getenv (os.LookupEnv fits), validated. A variable set but empty counts as
+// unset, unless the setting is a string that accepts "" (metricsAddr: empty
+// disables the metrics server). On error it returns every problem
 // joined (errors.As finds each *Error) together with the settings it could
 // apply; the caller should refuse to start.
 func FromEnv(getenv func(string) (string, bool)) (Settings, error) {
@@ -18,10 +20,16 @@ func FromEnv(getenv func(string) (string, bool)) (Settings, error) {
 	var errs []error
 	for _, f := range fields {
 		text, ok := getenv(f.env)
-		if !ok || text == "" {
+		if !ok {
 			continue
 		}
 		v, err := f.decodeJSON(f.envToJSON(text))
+		if text == "" && (f.kind != kindString || err != nil) {
+			// Set but empty counts as unset, except for a string setting that
+			// accepts "" as a value of its own: RTSPTUNNEL_METRICSADDR= disables
+			// the metrics server, as its description says.
+			continue
+		}
 		if err != nil {
 			errs = append(errs, &Error{Setting: f.name, Source: "environment variable " + f.env, Value: shorten(text), Reason: err.Error()})
 			continue

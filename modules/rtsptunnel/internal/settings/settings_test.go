@@ -372,6 +372,29 @@ func TestFromEnvReportsEveryError(t *testing.T) {
 	}
 }
 
+// TestFromEnvEmpty: a variable set but empty counts as unset, except where ""
+// is a value of its own: RTSPTUNNEL_METRICSADDR= disables the metrics server,
+// as its description says.
+func TestFromEnvEmpty(t *testing.T) {
+	vars := map[string]string{}
+	for _, f := range fields {
+		vars[f.env] = ""
+	}
+	s, err := FromEnv(env(vars))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := Defaults()
+	want.MetricsAddr = ""
+	s.start, want.start = nil, nil
+	if !reflect.DeepEqual(s, want) {
+		t.Errorf("every variable empty: got %+v, want the defaults with metricsAddr \"\" (%+v)", s, want)
+	}
+	if s, err := FromEnv(env(map[string]string{"RTSPTUNNEL_METRICSADDR": ""})); err != nil || s.MetricsAddr != "" {
+		t.Errorf("RTSPTUNNEL_METRICSADDR=: metricsAddr %q, err %v; want \"\" (disabled)", s.MetricsAddr, err)
+	}
+}
+
 func TestApply(t *testing.T) {
 	start, err := FromEnv(env(map[string]string{"RTSPTUNNEL_MAXSESSIONS": "10"}))
 	if err != nil {

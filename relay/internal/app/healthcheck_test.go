@@ -1,0 +1,74 @@
+package app
+
+import (
+	"bytes"
+	"context"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+
+	"github.com/rtsptunnel/rtsptunnel/relay/internal/config"
+)
+
+func TestHealthcheck(t *testing.T) {
+	serve := func(status int, body string) string {
+		srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if r.URL.Path != "/healthz" {
+				http.NotFound(w, r)
+				return
+			}
+			w.WriteHeader(status)
+			w.Write([]byte(body))
+		}))
+		t.Cleanup(srv.Close)
+		return srv.URL + "/healthz"
+	}
+	healthy := serve(http.StatusOK, "ok\n")
+	unhealthy := serve(http.StatusInternalServerError, "broken\n")
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	dead := "http://" + ln.Addr().String() + "/healthz" // nothing listens once closed
+	ln.Close()
+
+	cases := []struct {
+		name               string
+		args               []string
+		wantCode           int
+		wantOut, wantError string
+	}{
+		{"200", []string{"--url", healthy}, ExitOK, healthy + ": ok", ""},
+		{"500", []string{"--url", unhealthy}, ExitFailed, "", "500 Internal Server Error: broken"},
+		{"nothing listening", []string{"--url", dead}, ExitFailed, "", "connection refused"},
+		{"not found", []string{"--url", strings.TrimSuffix(healthy, "/healthz") + "/nope"}, ExitFailed, "", "404"},
+		{"bad flag", []string{"--nope"}, ExitUsage, "", "-nope"},
+		{"extra argument", []string{"now"}, ExitUsage, "", `unexpected argument "now"`},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			var stdout, stderr bytes.Buffer
+			// Through Run, as "relay healthcheck ..." runs it.
+			code := Run(context.Background(), append([]string{"healthcheck"}, tc.args...), func(string) string { return "" }, &stdout, &stderr)
+			if code != tc.wantCode {
+				t.Errorf("exit %d, want %d; stdout %q, stderr %q", code, tc.wantCode, stdout.String(), stderr.String())
+			}
+			if !strings.Contains(stdout.String(), tc.wantOut) || !strings.Contains(stderr.String(), tc.wantError) {
+				t.Errorf("stdout %q (want %q), stderr %q (want %q)", stdout.String(), tc.wantOut, stderr.String(), tc.wantError)
+			}
+			if code == ExitFailed && strings.Count(stderr.String(), "\n") != 1 {
+				t.Errorf("reason is not one line: %q", stderr.String())
+			}
+		})
+	}
+}
+
+// TestHealthcheckDefaultURL: without --url the check goes to the default
+// metricsListen, which is a loopback address with a host.
+func TestHealthcheckDefaultURL(t *testing.T) {
+	if want := "http://" + config.Default().MetricsListen + "/healthz"; DefaultHealthcheckURL != want {
+		t.Errorf("DefaultHealthcheckURL = %q, want %q", DefaultHealthcheckURL, want)
+	}
+}
