@@ -1,42 +1,85 @@
 #!/usr/bin/env bash
-# scripts/test.sh runs every check and test of the workspace: gofmt, go vet and
-# go test -race over every Go module, including the end-to-end tests in tests/
-# that build and run the real binaries with ffmpeg/ffprobe.
+# scripts/test.sh runs every check and test of the workspace, in stages:
+#
+#   gofmt        every Go module
+#   go vet       every package of every module
+#   go test      -race, every module, including the end-to-end tests in tests/
+#                that build and run the real binaries with ffmpeg/ffprobe and
+#                GStreamer, and the Node.js SDK interop test of tools/edgeemu
+#   fuzz         every Go fuzz target for FUZZTIME each (default 10s; scripts/fuzz.sh)
+#   govulncheck  every module against a pinned vulnerability database
+#                (scripts/vulncheck.sh)
+#
+# A full run takes about 8-10 minutes on a 2-core machine (go test about 5,
+# fuzz about 3). Every stage runs even when an earlier one failed; a summary of
+# the stages ends the output, and the exit status is non-zero if any failed.
 #
 # It first runs scripts/setup.sh, which installs what is missing (ffmpeg,
-# npm packages, Go modules), so it works on a fresh machine. Extra arguments
-# go to `go test` (e.g. -run TestTunnel -v).
+# GStreamer, iperf3, Go modules, npm packages), so it works on a fresh machine;
+# SKIP_SETUP=1 skips that. SKIP_FUZZ=1 and SKIP_VULNCHECK=1 skip those stages.
+# Extra arguments go to `go test` (e.g. -run TestTunnel -v).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-[ "${SKIP_SETUP:-}" = 1 ] || scripts/setup.sh
+[ "${SKIP_SETUP:-}" = 1 ] || scripts/setup.sh --for test
 
 export GOFLAGS="${GOFLAGS:--buildvcs=false}"
 modules=$(go list -m -f '{{.Dir}}')
-
-echo "==> gofmt"
-unformatted=$(gofmt -l $modules)
-if [ -n "$unformatted" ]; then
-	echo "gofmt would change these files:" >&2
-	echo "$unformatted" >&2
-	exit 1
-fi
-
 pkgs=$(for m in $modules; do echo "$m/..."; done)
 
-echo "==> go vet"
-go vet $pkgs
+results=()
+failed=0
+start=$SECONDS
+# stage NAME COMMAND...: runs one stage, remembers whether it passed.
+stage() {
+	local name=$1 t0=$SECONDS rc=0
+	shift
+	echo "==> $name"
+	"$@" || rc=$?
+	if [ "$rc" -eq 0 ]; then
+		results+=("pass  $name ($((SECONDS - t0)) s)")
+	else
+		results+=("FAIL  $name ($((SECONDS - t0)) s, exit $rc)")
+		failed=1
+	fi
+}
+skipped() {
+	echo "==> $1: skipped ($2)"
+	results+=("skip  $1 ($2)")
+}
 
-echo "==> go test -race"
+check_gofmt() {
+	local unformatted
+	unformatted=$(gofmt -l $modules) || return
+	if [ -n "$unformatted" ]; then
+		echo "gofmt would change these files:" >&2
+		echo "$unformatted" >&2
+		return 1
+	fi
+}
+
+stage gofmt check_gofmt
+stage "go vet" go vet $pkgs
 # -count=1: end-to-end tests depend on binaries and ffmpeg outside Go's cache key.
-go test -race -count=1 -timeout 30m "$@" $pkgs
-
-echo "==> fuzz"
-# Every Go fuzz target for FUZZTIME each (default 10s); see scripts/fuzz.sh.
-# SKIP_FUZZ=1 skips this step.
-[ "${SKIP_FUZZ:-}" = 1 ] || scripts/fuzz.sh
-
-echo "==> govulncheck"
+stage "go test -race" go test -race -count=1 -timeout 30m "$@" $pkgs
+if [ "${SKIP_FUZZ:-}" = 1 ]; then
+	skipped fuzz SKIP_FUZZ=1
+else
+	stage fuzz scripts/fuzz.sh
+fi
 # Called vulnerabilities in dependencies fail; standard-library ones warn (see
-# scripts/vulncheck.sh). SKIP_VULNCHECK=1 skips this step.
-[ "${SKIP_VULNCHECK:-}" = 1 ] || scripts/vulncheck.sh
+# scripts/vulncheck.sh).
+if [ "${SKIP_VULNCHECK:-}" = 1 ]; then
+	skipped govulncheck SKIP_VULNCHECK=1
+else
+	stage govulncheck scripts/vulncheck.sh
+fi
+
+echo
+echo "==> summary ($((SECONDS - start)) s)"
+printf '  %s\n' "${results[@]}"
+if [ "$failed" -ne 0 ]; then
+	echo "test.sh: FAILED (see the stages above)" >&2
+	exit 1
+fi
+echo "test.sh: all stages passed"

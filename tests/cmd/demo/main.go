@@ -84,9 +84,22 @@ func main() {
 			os.Exit(2)
 		}
 	}
+	// SIGINT (Ctrl-C) or SIGTERM cancels ctx: run then stops everything it
+	// started (each process with SIGTERM, killed after 10 s) and returns. A
+	// second signal ends the driver at once. scripts/demo.sh execs the built
+	// driver, not `go run`, so that the signals reach it.
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
-	defer stop()
-	if err := run(ctx, o); err != nil {
+	go func() {
+		<-ctx.Done()
+		stop()
+	}()
+	err := run(ctx, o)
+	stop()
+	switch {
+	case err != nil && ctx.Err() != nil:
+		fmt.Fprintln(os.Stderr, "demo: interrupted; everything it started is stopped")
+		os.Exit(130)
+	case err != nil:
 		fmt.Fprintf(os.Stderr, "\ndemo failed: %v\n", err)
 		os.Exit(1)
 	}
@@ -171,7 +184,11 @@ func run(ctx context.Context, o options) error {
 		camSpec += ",username=" + o.user + ",passwordEnv=DEMO_CAMERA_PASSWORD"
 		relayEnv = append(relayEnv, "DEMO_CAMERA_PASSWORD="+o.pass)
 	}
-	relay, err := harness.Start(ctx, "relay", relayBin, []string{
+	// The processes outlive ctx: a signal cancels ctx, and the deferred
+	// stopProcess calls stop them gracefully (harness.Start would kill them
+	// at once when its context is done).
+	procCtx := context.WithoutCancel(ctx)
+	relay, err := harness.Start(procCtx, "relay", relayBin, []string{
 		"--config", cfgFile,
 		"--self-signed",
 		"--ws-listen", "127.0.0.1:0",
@@ -203,7 +220,7 @@ func run(ctx context.Context, o options) error {
 		"RTSPTUNNEL_REMOTECAFILE="+ready.CAFile,
 		"RTSPTUNNEL_METRICSADDR="+metricsAddr,
 	)
-	module, err := harness.Start(ctx, "rtsptunnel", moduleBin, nil, &harness.StartOptions{Env: env, Echo: echo})
+	module, err := harness.Start(procCtx, "rtsptunnel", moduleBin, nil, &harness.StartOptions{Env: env, Echo: echo})
 	if err != nil {
 		return err
 	}
@@ -252,11 +269,24 @@ func run(ctx context.Context, o options) error {
 	openMs := histogramMean(ctx, ready.MetricsURL, "relay_upstream_open_duration_seconds") * 1000
 	state := reportedState(ctx, emu)
 
+	// What the player sees, from ffprobe (not what the camera claims).
+	infoCtx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	info, err := harness.FFProbeStream(infoCtx, playURL)
+	cancel()
+	seen := info.String() + " (ffprobe)"
+	if err != nil {
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		seen = "unknown: " + err.Error()
+	}
+
 	fmt.Println()
 	fmt.Println("rtsptunnel demo: players -> relay -> wss -> module -> camera")
 	if openMs >= 0 {
 		fmt.Printf("  stream opened in     %.0f ms (first player's request to the camera's stream live through the tunnel, relay metric)\n", openMs)
 	}
+	fmt.Printf("  video                %s\n", seen)
 	fmt.Printf("  video received       %d packets, %d keyframes, %d bytes in %s (first player; %d players)\n", probe.Packets, probe.Keyframes, probe.Bytes, o.duration, players)
 	if edgeBytes > 0 {
 		fmt.Printf("  fan-out              %.0f bytes from the edge, %.0f bytes to players (%.1fx): one stream on the site's uplink\n", edgeBytes, playerBytes, playerBytes/edgeBytes)
