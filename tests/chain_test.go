@@ -120,6 +120,7 @@ func (c *chain) moduleEnv(extra ...string) []string {
 		"RTSPTUNNEL_REMOTECAFILE="+c.cloud.CAFile(),
 		"RTSPTUNNEL_METRICSADDR="+c.metrics,
 		"RTSPTUNNEL_LOGLEVEL=debug",
+		"RTSPTUNNEL_LOGFORMAT=json", // logLines and waitLog decode JSON; the default is syslog
 	)
 	return append(env, extra...)
 }

@@ -108,7 +108,9 @@ func TestSharedFanOut(t *testing.T) {
 		s := v.(map[string]any)
 		toRemote, _ := s["bytesToRemote"].(float64)
 		t.Logf("module session %s: bytesToRemote %v, relay from_camera %v", id, toRemote, fromEdge)
-		if toRemote != fromEdge {
+		// The module counts what it wrote, the relay what it read before it
+		// closed the tunnel: what was in flight then is the only difference.
+		if toRemote < fromEdge || toRemote > fromEdge+32<<10 {
 			t.Errorf("module reported bytesToRemote %v, the relay counted %v from the edge", toRemote, fromEdge)
 		}
 	}

@@ -225,7 +225,7 @@ func metricsTable(t *testing.T) string {
 			t.Errorf("metric %s has no series in the docs test: record it in metricsTable", d)
 		}
 	}
-	constLabels := map[string]bool{"iothub": true, "edge_device": true, "module": true}
+	constLabels := map[string]bool{"iothub": true, "edge_device": true, "module_name": true}
 	var b strings.Builder
 	b.WriteString("| Metric | Type | Labels | Description |\n|---|---|---|---|\n")
 	for _, f := range families {

@@ -8,7 +8,6 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"log/slog"
 	"strings"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -16,6 +15,7 @@ import (
 
 	"github.com/rtsptunnel/rtsptunnel/relay/internal/auth"
 	"github.com/rtsptunnel/rtsptunnel/relay/internal/config"
+	"github.com/rtsptunnel/rtsptunnel/relay/internal/logging"
 )
 
 // Exit statuses of Run.
@@ -50,9 +50,8 @@ func RunWithInput(ctx context.Context, args []string, getenv func(string) string
 		fmt.Fprintf(stderr, "relay: %s\nRun 'relay --help' for the settings.\n", strings.ReplaceAll(err.Error(), "\n", "\nrelay: "))
 		return ExitUsage
 	}
-	var level slog.Level
-	level.UnmarshalText([]byte(cfg.LogLevel)) // validated
-	logger := slog.New(slog.NewJSONHandler(stderr, &slog.HandlerOptions{Level: level}))
+	level, _ := logging.ParseLevel(cfg.LogLevel) // validated
+	logger := logging.New(stderr, cfg.LogFormat, level)
 
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))

@@ -84,8 +84,12 @@ type Config struct {
 	SessionWaitTimeout Duration `json:"sessionWaitTimeout"`
 	// TokenTTL is how long a session token stays valid.
 	TokenTTL Duration `json:"tokenTTL"`
-	// LogLevel is debug, info, warn or error.
+	// LogLevel is debug, info, warn (or warning) or error.
 	LogLevel string `json:"logLevel"`
+	// LogFormat is json (the default: the relay runs on a server, not under
+	// IoT Edge), syslog (IoT Edge's "<N> timestamp [LVL] - message" lines)
+	// or text.
+	LogFormat string `json:"logFormat"`
 	// IoTHub selects how the relay calls IoT Hub.
 	IoTHub IoTHub `json:"iotHub"`
 	// Cameras lists the cameras the relay serves.
@@ -197,6 +201,7 @@ func Default() *Config {
 		SessionWaitTimeout:    Duration(20 * time.Second),
 		TokenTTL:              Duration(20 * time.Second),
 		LogLevel:              "info",
+		LogFormat:             "json",
 		RTSPListen:            ":8554",
 		Realm:                 "rtsptunnel",
 		Linger:                Duration(10 * time.Second),
@@ -332,9 +337,14 @@ func (c *Config) Validate() error {
 		bad("users", "required: add users (relay hash-password makes an entry), or set allowAnonymous to let anyone watch")
 	}
 	switch strings.ToLower(c.LogLevel) {
-	case "debug", "info", "warn", "error":
+	case "debug", "info", "warn", "warning", "error":
 	default:
-		bad("logLevel", "must be debug, info, warn or error, got %q", c.LogLevel)
+		bad("logLevel", "must be debug, info, warn (or warning) or error, got %q", c.LogLevel)
+	}
+	switch c.LogFormat {
+	case "json", "syslog", "text":
+	default:
+		bad("logFormat", "must be json, syslog or text, got %q", c.LogFormat)
 	}
 
 	// IoT Hub.

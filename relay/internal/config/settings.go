@@ -56,7 +56,8 @@ var settings = []setting{
 	{"maxPlayers", "max-players", "N", "", "concurrent players in total, 0 = no limit (default 256)"},
 	{"pingInterval", "ping-interval", "DURATION", "", "websocket ping to each module this often; 0 disables (default 10s)"},
 	{"pingTimeout", "ping-timeout", "DURATION", "", "a module that does not answer a ping within this is taken for dead: dead peers are found within pingInterval+pingTimeout (default 10s)"},
-	{"logLevel", "log-level", "LEVEL", "", "debug, info, warn or error (default info)"},
+	{"logLevel", "log-level", "LEVEL", "", "debug, info, warn (or warning) or error (default info)"},
+	{"logFormat", "log-format", "FORMAT", "", "json (default), syslog (each line starts with its syslog severity <N> and a timestamp, the format IoT Edge filters by level) or text"},
 	{"iotHub.auth", "iothub-auth", "MODE", "", "sas (service connection string) or entra (Microsoft Entra ID, azidentity default credential chain, scope https://iothubs.azure.net/.default); default: sas when a connection string is set, else entra"},
 	{"iotHub.connectionString", "iothub-connection-string", "STRING", "IOTHUB_SERVICE_CONNECTION_STRING", "IoT Hub service connection string HostName=..;SharedAccessKeyName=..;SharedAccessKey=.. (policy with ServiceConnect); prefer the environment variable, flags are visible to other users"},
 	{"iotHub.serviceURL", "iothub-service-url", "URL", "IOTHUB_SERVICE_URL", "IoT Hub REST base URL replacing https://<iotHubHost>, e.g. the emulator's https://127.0.0.2:44321"},
@@ -337,6 +338,7 @@ const Example = `{
   "sessionWaitTimeout": "20s",
   "tokenTTL": "20s",
   "logLevel": "info",
+  "logFormat": "json",
   "iotHub": {
     "auth": "sas",
     "connectionString": "HostName=myhub.azure-devices.net;SharedAccessKeyName=service;SharedAccessKey=c2VjcmV0",

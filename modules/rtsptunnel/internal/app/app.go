@@ -99,6 +99,8 @@ func (a *App) Run(ctx context.Context) error {
 		return fmt.Errorf("failed to start the session manager: %w", err)
 	}
 
+	connected := make(chan struct{}) // closed on the first connection: the reporter's Ready
+	firstConnection := sync.OnceFunc(func() { close(connected) })
 	client, err := hub.New(hub.Options{
 		Identity:           a.Identity,
 		RetryMax:           retryMax(a.Identity),
@@ -110,7 +112,10 @@ func (a *App) Run(ctx context.Context) error {
 		OnConnectionChange: m.SetHubConnected,
 		OnTwin:             a.applyTwin,
 		OnDesiredPatch:     a.applyPatch,
-		OnConnected:        func() { a.reporter.Republish() },
+		OnConnected: func() {
+			a.reporter.Republish()
+			firstConnection()
+		},
 	})
 	if err != nil {
 		return fmt.Errorf("failed to create the IoT Hub client: %w", err)
@@ -126,6 +131,7 @@ func (a *App) Run(ctx context.Context) error {
 			return err
 		}),
 		Logger: log.With("component", "report"),
+		Ready:  connected,
 	}
 
 	// The hub client and the reporter outlive ctx: the final state is
@@ -253,7 +259,11 @@ func (a *App) applyDesired(base settings.Settings, desired json.RawMessage) {
 		a.reporter.Ack(acks)
 	}
 	for name, ack := range acks {
-		a.Logger.Info("desired property", "name", name, "status", ack.AC, "version", ack.AV, "reason", ack.AD)
+		level := slog.LevelInfo
+		if ack.AC != 200 {
+			level = slog.LevelWarn // rejected: the setting keeps its previous value
+		}
+		a.Logger.Log(context.Background(), level, "desired property", "name", name, "status", ack.AC, "version", ack.AV, "reason", ack.AD)
 	}
 }
 

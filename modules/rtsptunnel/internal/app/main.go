@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/rtsptunnel/rtsptunnel/modules/rtsptunnel/internal/identity"
+	"github.com/rtsptunnel/rtsptunnel/modules/rtsptunnel/internal/logging"
 	"github.com/rtsptunnel/rtsptunnel/modules/rtsptunnel/internal/settings"
 )
 
@@ -35,19 +36,30 @@ const identityTimeout = 30 * time.Second
 // and returns the process exit code. It returns when SIGTERM or SIGINT
 // arrives (after a clean shutdown) or on a fatal error.
 func Main(args, environ []string, stdout, stderr io.Writer) int {
+	env := envMap(environ)
+	lookup := func(k string) (string, bool) { v, ok := env[k]; return v, ok }
+	getenv := func(k string) string { return env[k] }
+
+	// Every line on stderr goes through the logger, start-up errors too, so
+	// that each carries the syslog prefix IoT Edge filters on. Until the
+	// settings are loaded it uses the logFormat variable as given (the
+	// default when that is invalid too) and level info.
+	level := new(slog.LevelVar)
+	logger := logging.New(stderr, startFormat(env), level)
+
 	fs := flag.NewFlagSet("rtsptunnel", flag.ContinueOnError)
-	fs.SetOutput(stderr)
+	fs.SetOutput(io.Discard) // the error is logged below, the usage goes to stdout
 	version := fs.Bool("version", false, "print the version and exit")
 	fs.Usage = func() { usage(stdout) }
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return exitOK
 		}
-		fmt.Fprintln(stderr, "rtsptunnel: run rtsptunnel --help for the usage")
+		logger.Error("invalid command line: run rtsptunnel --help for the usage", "error", err)
 		return exitUsage
 	}
 	if fs.NArg() > 0 {
-		fmt.Fprintf(stderr, "rtsptunnel: unexpected argument %q: settings come from the environment (rtsptunnel --help)\n", fs.Arg(0))
+		logger.Error("unexpected argument: settings come from the environment (rtsptunnel --help)", "argument", fs.Arg(0))
 		return exitUsage
 	}
 	if *version {
@@ -55,18 +67,13 @@ func Main(args, environ []string, stdout, stderr io.Writer) int {
 		return exitOK
 	}
 
-	env := envMap(environ)
-	lookup := func(k string) (string, bool) { v, ok := env[k]; return v, ok }
-	getenv := func(k string) string { return env[k] }
-
 	cfg, err := settings.FromEnv(lookup)
 	if err != nil {
-		fmt.Fprintf(stderr, "rtsptunnel: invalid settings: %v\n", err)
+		logger.Error("invalid settings", "error", err)
 		return exitUsage
 	}
-	level := new(slog.LevelVar)
 	level.Set(cfg.SlogLevel())
-	logger := newLogger(stderr, cfg.LogFormat, level)
+	logger = logging.New(stderr, cfg.LogFormat, level)
 	for _, name := range settings.UnknownEnv(environ) {
 		logger.Warn("unknown setting in the environment, ignored (typo?)", "variable", name)
 	}
@@ -80,11 +87,11 @@ func Main(args, environ []string, stdout, stderr io.Writer) int {
 	var missing *identity.MissingError
 	switch {
 	case errors.Is(err, identity.ErrNoIdentity):
-		fmt.Fprintf(stderr, "rtsptunnel: no IoT Hub identity: run it as an IoT Edge module (IOTEDGE_WORKLOADURI and the other IOTEDGE_* variables), "+
-			"under iotedgehubdev (EdgeHubConnectionString, EdgeModuleCACertificateFile), or set IOTHUB_CONNECTION_STRING\n")
+		logger.Error("no IoT Hub identity: run it as an IoT Edge module (IOTEDGE_WORKLOADURI and the other IOTEDGE_* variables), " +
+			"under iotedgehubdev (EdgeHubConnectionString, EdgeModuleCACertificateFile), or set IOTHUB_CONNECTION_STRING")
 		return exitUsage
 	case errors.As(err, &missing):
-		fmt.Fprintf(stderr, "rtsptunnel: %v\n", err)
+		logger.Error("incomplete IoT Hub identity", "error", err)
 		return exitUsage
 	case err != nil:
 		logger.Error("failed to load the identity", "error", err)
@@ -125,12 +132,18 @@ Identity, first match wins:
 	fmt.Fprint(w, settings.Usage())
 }
 
-func newLogger(w io.Writer, format string, level *slog.LevelVar) *slog.Logger {
-	opts := &slog.HandlerOptions{Level: level}
-	if format == "text" {
-		return slog.New(slog.NewTextHandler(w, opts))
+// startFormat is the log format to use before the settings are loaded: the
+// logFormat environment variable when it names a format, else the default.
+func startFormat(env map[string]string) string {
+	for _, f := range settings.Fields() {
+		if f.Name == "logFormat" {
+			switch v := env[f.Env]; v {
+			case logging.FormatSyslog, logging.FormatJSON, logging.FormatText:
+				return v
+			}
+		}
 	}
-	return slog.New(slog.NewJSONHandler(w, opts))
+	return settings.Defaults().LogFormat
 }
 
 func envMap(environ []string) map[string]string {

@@ -271,11 +271,11 @@ func (c *Client) Run(ctx context.Context) error {
 					return nil
 				}
 				if !everConnected && isCertificateError(err) {
-					c.log.Error("TLS verification of the hub's certificate failed; check the trust bundle or CA file", "err", err)
+					c.log.Error("TLS verification of the hub's certificate failed; check the trust bundle or CA file", "error", err)
 					return fmt.Errorf("hub: %w", err)
 				}
 				failures++
-				c.log.Warn("failed to connect", "attempt", failures, "err", err)
+				c.log.Warn("failed to connect", "attempt", failures, "error", err)
 				continue
 			}
 			everConnected = true
@@ -292,7 +292,7 @@ func (c *Client) Run(ctx context.Context) error {
 			return nil
 		case <-cur.lost:
 			timer.Stop()
-			c.log.Warn("connection lost", "conn", cur.id, "err", cur.err())
+			c.log.Warn("connection lost", "conn", cur.id, "error", cur.err())
 			if time.Since(cur.issued) < minStable {
 				failures++ // connect-then-drop loops back off like failed connects
 			} else {
@@ -310,7 +310,7 @@ func (c *Client) Run(ctx context.Context) error {
 				renewFailures++
 				renewAt = time.Now().Add(backoff(renewFailures, c.retryMin, c.retryMax))
 				c.log.Warn("failed to renew the token; keeping the current connection",
-					"conn", cur.id, "token_expiry", cur.expiry, "err", err)
+					"conn", cur.id, "token_expiry", cur.expiry, "error", err)
 				continue
 			}
 			c.log.Info("renewed token", "old_conn", cur.id, "conn", next.id, "token_expiry", next.expiry)
@@ -499,14 +499,14 @@ func (c *Client) startSync(ctx context.Context, cn *mqttConn) {
 		r, err := c.twinRequestOn(sctx, cn, topicTwinGet, nil)
 		if err != nil {
 			if ctx.Err() == nil && cn.alive() {
-				c.log.Warn("failed to read the twin after connecting; reconnecting", "conn", cn.id, "err", err)
+				c.log.Warn("failed to read the twin after connecting; reconnecting", "conn", cn.id, "error", err)
 				cn.close()
 			}
 			return
 		}
 		desired, _, err := splitTwin(r.body)
 		if err != nil {
-			c.log.Warn("ignoring a twin that does not parse", "conn", cn.id, "err", err)
+			c.log.Warn("ignoring a twin that does not parse", "conn", cn.id, "error", err)
 		} else {
 			c.twinMu.Lock()
 			c.deliverTwinLocked(cn, desired)
@@ -560,7 +560,7 @@ func (c *Client) onDesired(cn *mqttConn, payload []byte) {
 				return
 			}
 		}
-		c.log.Warn("failed to read the full twin; delivering the patch alone", "err", err)
+		c.log.Warn("failed to read the full twin; delivering the patch alone", "error", err)
 	}
 	if ok {
 		c.desiredVersion, c.desiredFrom = v, cn
@@ -619,7 +619,7 @@ func (c *Client) answer(ctx context.Context, origin *mqttConn, name, rid string,
 	case ctx.Err() != nil:
 		c.log.Debug("method call not answered: shutting down", "method", name, "status", status)
 	default:
-		c.log.Warn("failed to answer a method call", "method", name, "status", status, "err", err)
+		c.log.Warn("failed to answer a method call", "method", name, "status", status, "error", err)
 	}
 }
 

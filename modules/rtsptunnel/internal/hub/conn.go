@@ -188,7 +188,7 @@ func (cn *mqttConn) routeMethod(onMethod func(*mqttConn, string, string, []byte)
 	return func(_ mqtt.Client, m mqtt.Message) {
 		name, rid, err := parseMethodTopic(m.Topic())
 		if err != nil {
-			cn.log.Warn("ignoring method request", "err", err)
+			cn.log.Warn("ignoring method request", "error", err)
 			return
 		}
 		onMethod(cn, name, rid, m.Payload())
@@ -199,7 +199,7 @@ func (cn *mqttConn) routeMethod(onMethod func(*mqttConn, string, string, []byte)
 func (cn *mqttConn) routeTwinResponse(_ mqtt.Client, m mqtt.Message) {
 	status, rid, version, err := parseTwinResponseTopic(m.Topic())
 	if err != nil {
-		cn.log.Warn("ignoring twin response", "err", err)
+		cn.log.Warn("ignoring twin response", "error", err)
 		return
 	}
 	cn.mu.Lock()

@@ -2,7 +2,9 @@
 // that exposes them.
 //
 // [New] registers every collector on the registry it is given (no globals), with
-// the constant labels iothub, edge_device and module when known. The other
+// the constant labels iothub, edge_device and module_name when known: the
+// labels of IoT Edge's built-in metrics (its BuiltInMetrics.md). The session
+// manager creates every reason series at zero ([Metrics.InitReasons]). The other
 // packages record through [Metrics] methods, so label values stay bounded:
 //
 //	rtsptunnel_sessions_active                      gauge     tunnels open now

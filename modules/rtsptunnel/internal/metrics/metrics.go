@@ -12,7 +12,10 @@ import (
 // Options configures New.
 type Options struct {
 	// IoTHub, EdgeDevice and Module become the constant labels iothub,
-	// edge_device and module; empty ones are left out.
+	// edge_device and module_name, the labels of IoT Edge's built-in metrics
+	// (edgeAgent's and edgeHub's), so that one query joins ours with theirs.
+	// Empty ones are left out. instance_number, the built-in metrics' fourth
+	// label, counts edgeAgent restarts and is not known to a module.
 	IoTHub, EdgeDevice, Module string
 	// HealthGrace is how long /healthz stays healthy after start and after a
 	// hub disconnect. Zero means 60s.
@@ -47,7 +50,7 @@ const namespace = "rtsptunnel"
 // New creates the collectors and registers them on reg.
 func New(reg prometheus.Registerer, opts Options) (*Metrics, error) {
 	labels := prometheus.Labels{}
-	for name, v := range map[string]string{"iothub": opts.IoTHub, "edge_device": opts.EdgeDevice, "module": opts.Module} {
+	for name, v := range map[string]string{"iothub": opts.IoTHub, "edge_device": opts.EdgeDevice, "module_name": opts.Module} {
 		if v != "" {
 			labels[name] = v
 		}
@@ -99,6 +102,22 @@ func (m *Metrics) Describe(ch chan<- *prometheus.Desc) {
 func (m *Metrics) Collect(ch chan<- prometheus.Metric) {
 	for _, c := range m.collectors() {
 		c.Collect(ch)
+	}
+}
+
+// InitReasons creates the series of rtsptunnel_sessions_failed_total for each
+// of failed and of rtsptunnel_sessions_closed_total for each of closed at
+// zero, so that increase() and rate() see the first failure (a series born at
+// 1 has no increase). The session manager calls it with its fixed sets.
+func (m *Metrics) InitReasons(failed, closed []string) {
+	if m == nil {
+		return
+	}
+	for _, r := range failed {
+		m.sessionsFailed.WithLabelValues(r)
+	}
+	for _, r := range closed {
+		m.sessionsClosed.WithLabelValues(r)
 	}
 }
 

@@ -63,29 +63,29 @@ func TestValues(t *testing.T) {
 	const want = `
 # HELP rtsptunnel_bytes_total Bytes delivered through tunnels, by direction.
 # TYPE rtsptunnel_bytes_total counter
-rtsptunnel_bytes_total{direction="to_camera",iothub="hub",module="rtsptunnel"} 10
-rtsptunnel_bytes_total{direction="to_remote",iothub="hub",module="rtsptunnel"} 1000
+rtsptunnel_bytes_total{direction="to_camera",iothub="hub",module_name="rtsptunnel"} 10
+rtsptunnel_bytes_total{direction="to_remote",iothub="hub",module_name="rtsptunnel"} 1000
 # HELP rtsptunnel_hub_connected 1 while the IoT Hub (edgeHub) connection is up.
 # TYPE rtsptunnel_hub_connected gauge
-rtsptunnel_hub_connected{iothub="hub",module="rtsptunnel"} 1
+rtsptunnel_hub_connected{iothub="hub",module_name="rtsptunnel"} 1
 # HELP rtsptunnel_hub_reconnects_total IoT Hub (edgeHub) connections after the first.
 # TYPE rtsptunnel_hub_reconnects_total counter
-rtsptunnel_hub_reconnects_total{iothub="hub",module="rtsptunnel"} 1
+rtsptunnel_hub_reconnects_total{iothub="hub",module_name="rtsptunnel"} 1
 # HELP rtsptunnel_method_calls_total Direct method calls answered, by method and status.
 # TYPE rtsptunnel_method_calls_total counter
-rtsptunnel_method_calls_total{iothub="hub",method="tunnelOpen",module="rtsptunnel",status="200"} 1
+rtsptunnel_method_calls_total{iothub="hub",method="tunnelOpen",module_name="rtsptunnel",status="200"} 1
 # HELP rtsptunnel_sessions_active Tunnels open now.
 # TYPE rtsptunnel_sessions_active gauge
-rtsptunnel_sessions_active{iothub="hub",module="rtsptunnel"} 1
+rtsptunnel_sessions_active{iothub="hub",module_name="rtsptunnel"} 1
 # HELP rtsptunnel_sessions_closed_total Tunnels that ended, by reason.
 # TYPE rtsptunnel_sessions_closed_total counter
-rtsptunnel_sessions_closed_total{iothub="hub",module="rtsptunnel",reason="camera_closed"} 1
+rtsptunnel_sessions_closed_total{iothub="hub",module_name="rtsptunnel",reason="camera_closed"} 1
 # HELP rtsptunnel_sessions_failed_total tunnelOpen calls that failed, by reason.
 # TYPE rtsptunnel_sessions_failed_total counter
-rtsptunnel_sessions_failed_total{iothub="hub",module="rtsptunnel",reason="camera_unreachable"} 1
+rtsptunnel_sessions_failed_total{iothub="hub",module_name="rtsptunnel",reason="camera_unreachable"} 1
 # HELP rtsptunnel_sessions_opened_total Tunnels opened successfully.
 # TYPE rtsptunnel_sessions_opened_total counter
-rtsptunnel_sessions_opened_total{iothub="hub",module="rtsptunnel"} 2
+rtsptunnel_sessions_opened_total{iothub="hub",module_name="rtsptunnel"} 2
 `
 	if err := testutil.GatherAndCompare(reg, strings.NewReader(want),
 		"rtsptunnel_bytes_total", "rtsptunnel_hub_connected", "rtsptunnel_hub_reconnects_total", "rtsptunnel_method_calls_total",

@@ -68,6 +68,10 @@ type Reporter struct {
 	// PublishTimeout bounds each Publisher call made by Run. Zero means
 	// DefaultPublishTimeout.
 	PublishTimeout time.Duration
+	// Ready, when not nil, holds Run back until it is closed: the app closes
+	// it on the hub's first connection, so that a start does not begin with
+	// a failed patch (and its warning) made before there was a connection.
+	Ready <-chan struct{}
 
 	initOnce sync.Once
 	wake     chan struct{} // capacity 1: Ack or Republish has work
@@ -155,6 +159,13 @@ func (r *Reporter) Flush(ctx context.Context) error {
 // returns ctx's error when ctx ends.
 func (r *Reporter) Run(ctx context.Context) error {
 	r.init()
+	if r.Ready != nil {
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-r.Ready:
+		}
+	}
 	timer := time.NewTimer(0) // the initial publish
 	defer timer.Stop()
 	stats := time.NewTicker(r.StatsInterval)
@@ -186,7 +197,7 @@ func (r *Reporter) Run(ctx context.Context) error {
 					return ctx.Err()
 				}
 				backoff = min(max(2*backoff, time.Second), maxBackoff)
-				r.Logger.Warn("failed to update reported properties", "error", err, "retryIn", backoff)
+				r.Logger.Warn("failed to update reported properties", "error", err, "retry_in", backoff)
 			} else {
 				backoff = 0
 				pending = false

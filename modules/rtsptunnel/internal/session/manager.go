@@ -90,11 +90,26 @@ func (m *Manager) Initialize() error {
 	m.changed = make(chan struct{}, 1)
 	m.live = make(map[string]*session)
 	m.userAgent = tunnel.UserAgent(m.Version)
+	m.initMetrics()
 	if err := m.SetSettings(m.Settings); err != nil {
 		m.stopRun()
 		return err
 	}
 	return nil
+}
+
+// initMetrics creates every failure and close reason series at zero, so that
+// increase() over them sees the first failure.
+func (m *Manager) initMetrics() {
+	failed := make([]string, len(FailReasons))
+	for i, r := range FailReasons {
+		failed[i] = string(r)
+	}
+	closed := make([]string, len(tunnel.Reasons))
+	for i, r := range tunnel.Reasons {
+		closed[i] = string(r)
+	}
+	m.Metrics.InitReasons(failed, closed)
 }
 
 // SetSettings makes s the settings of later tunnelOpen calls; running tunnels
@@ -186,7 +201,7 @@ func (m *Manager) open(ctx context.Context, payload []byte, cfg config, start ti
 
 	m.Metrics.SessionOpened()
 	log := m.Logger.With("session", sess.id, "camera", sess.target)
-	log.Info("session opened", "remote", sess.remote, "localPort", sess.localPort, "openDuration", time.Since(start))
+	log.Info("session opened", "remote", sess.remote, "local_port", sess.localPort, "open_duration", time.Since(start))
 	go m.run(sess, camera, ws, cfg.s, log)
 	m.notify()
 	return sess, nil

@@ -226,7 +226,7 @@ func TestOpenAndCarry(t *testing.T) {
 		t.Errorf("want one open and one close line:\n%s", h.logs.String())
 	}
 	for _, l := range h.logs.lines(t) {
-		if l["msg"] == "session closed" && (l["outcome"] != "camera_closed" || l["bytesToRemote"] != float64(len(resp)) || l["camera"] != h.camera.addr()) {
+		if l["msg"] == "session closed" && (l["outcome"] != "camera_closed" || l["bytes_to_remote"] != float64(len(resp)) || l["camera"] != h.camera.addr()) {
 			t.Errorf("close line = %v", l)
 		}
 	}
@@ -317,8 +317,16 @@ func TestOpenFailures(t *testing.T) {
 			if snap.Summary.Failed != 1 || snap.Summary.LastError == "" || len(snap.Sessions) != 0 {
 				t.Errorf("snapshot = %+v", snap)
 			}
-			if n, _ := testutil.GatherAndCount(h.reg, "rtsptunnel_sessions_failed_total"); n != 1 {
-				t.Errorf("failed series = %d", n)
+			// Every reason's series exists from the start (at zero); only this
+			// case's went up.
+			failed := counterValues(t, h.reg, "rtsptunnel_sessions_failed_total", "reason")
+			if len(failed) != len(FailReasons) {
+				t.Errorf("failed series = %v, want one per FailReason", failed)
+			}
+			for r, v := range failed {
+				if want := map[bool]float64{true: 1}[r == string(tc.reason)]; v != want {
+					t.Errorf("rtsptunnel_sessions_failed_total{reason=%q} = %v, want %v", r, v, want)
+				}
 			}
 			select {
 			case c := <-h.camera.conns: // a camera connection opened for a failed tunnel must be closed

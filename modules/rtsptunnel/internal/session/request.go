@@ -25,6 +25,10 @@ const (
 	FailRemote            FailReason = "remote_failed"      // the websocket could not be opened
 )
 
+// FailReasons lists every FailReason, e.g. to create metric series at zero.
+var FailReasons = []FailReason{FailBadRequest, FailHostNotAllowed, FailPortNotAvailable, FailTooManySessions,
+	FailShuttingDown, FailCameraUnreachable, FailRemote}
+
 // Limits on request fields, well above any real value; they keep hostile
 // payloads out of logs and state.
 const (

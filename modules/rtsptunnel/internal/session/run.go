@@ -50,8 +50,8 @@ func (m *Manager) finish(sess *session, res tunnel.Result, log *slog.Logger) {
 	if !normalEnd(res) {
 		level = slog.LevelWarn
 	}
-	attrs := []any{"outcome", res.Reason, "closeCode", int(res.CloseCode), "duration", res.Duration,
-		"bytesToRemote", res.ToRemote, "bytesToCamera", res.ToCamera}
+	attrs := []any{"outcome", res.Reason, "close_code", int(res.CloseCode), "duration", res.Duration,
+		"bytes_to_remote", res.ToRemote, "bytes_to_camera", res.ToCamera}
 	if res.Err != nil {
 		attrs = append(attrs, "error", res.Err.Error())
 	}

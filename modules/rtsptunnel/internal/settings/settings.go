@@ -40,8 +40,8 @@ type Settings struct {
 	PingInterval           time.Duration `setting:"pingInterval" min:"0s" help:"Interval of websocket pings that detect a dead remote peer; 0 disables."`
 	PingTimeout            time.Duration `setting:"pingTimeout" min:"1ms" help:"A ping not answered within this time closes the tunnel (dead peer)."`
 	SessionRetention       time.Duration `setting:"sessionRetention" min:"0s" max:"24h" help:"How long closed sessions stay in the reported properties."`
-	LogLevel               string        `setting:"logLevel" enum:"debug,info,warn,error" help:"Minimum level of log lines."`
-	LogFormat              string        `setting:"logFormat,envonly" enum:"json,text" help:"Log line format."`
+	LogLevel               string        `setting:"logLevel" enum:"debug,info,warn,warning,error" help:"Minimum level of log lines (warning is the same as warn)."`
+	LogFormat              string        `setting:"logFormat,envonly" enum:"syslog,json,text" help:"Log line format: syslog starts each line with its syslog severity (<6> info, <4> warning, <3> error) and a timestamp, as IoT Edge's log methods (GetModuleLogs, UploadModuleLogs) expect to filter by level; json is one JSON object per line; text is key=value."`
 	MetricsAddr            string        `setting:"metricsAddr" check:"listenAddr" help:"Listen address of the Prometheus /metrics and /healthz server; empty disables it. A change restarts only that server."`
 	HubTransport           string        `setting:"hubTransport,envonly" enum:"mqtt,mqttws" help:"IoT Hub / edgeHub transport: MQTT over TLS, or MQTT over WebSockets (port 443, honours HTTPS_PROXY)."`
 	HubPort                int           `setting:"hubPort,envonly" min:"0" max:"65535" help:"IoT Hub / edgeHub port; 0 means 8883 for mqtt and 443 for mqttws."`
@@ -71,7 +71,7 @@ func Defaults() Settings {
 		PingTimeout:            10 * time.Second,
 		SessionRetention:       60 * time.Second,
 		LogLevel:               "info",
-		LogFormat:              "json",
+		LogFormat:              "syslog",
 		MetricsAddr:            ":9600",
 		HubTransport:           "mqtt",
 		HubPort:                0,
@@ -103,7 +103,7 @@ func (s Settings) SlogLevel() slog.Level {
 	switch s.LogLevel {
 	case "debug":
 		return slog.LevelDebug
-	case "warn":
+	case "warn", "warning":
 		return slog.LevelWarn
 	case "error":
 		return slog.LevelError

@@ -429,7 +429,7 @@ func TestApply(t *testing.T) {
 	if next.IdleTimeout != 2*time.Minute {
 		t.Errorf("invalid value changed idleTimeout to %v", next.IdleTimeout)
 	}
-	if next.PingInterval != 5*time.Second || next.Targets[554] != "10.0.0.1:554" || next.LogFormat != "json" {
+	if next.PingInterval != 5*time.Second || next.Targets[554] != "10.0.0.1:554" || next.LogFormat != Defaults().LogFormat {
 		t.Errorf("settings = %+v", next)
 	}
 	if cur.PingInterval != 15*time.Second || len(cur.Targets) != 0 {
