@@ -1036,8 +1036,9 @@ func TestPackagingDevcontainer(t *testing.T) {
 	if dc.PostCreateCommand["setup"] != "scripts/setup.sh" {
 		t.Errorf("postCreateCommand %v: want setup: scripts/setup.sh", dc.PostCreateCommand)
 	}
-	if v := dc.Features["ghcr.io/devcontainers/features/node:1"]["version"]; v != "20" {
-		t.Errorf("node feature version %v, want 20", v)
+	// Node.js 20 reached its end of life in April 2026; 22 is maintained.
+	if v := dc.Features["ghcr.io/devcontainers/features/node:1"]["version"]; v != "22" {
+		t.Errorf("node feature version %v, want 22", v)
 	}
 	df, err := os.ReadFile(filepath.Join(dir, dc.Build.Dockerfile))
 	if err != nil {
