@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -65,7 +66,7 @@ func newChain(t *testing.T, ctx context.Context, o chainOptions) *chain {
 	c.cloud = cloud
 	t.Cleanup(cloud.Close)
 
-	c.metrics = freeAddr(t)
+	c.metrics = "127.0.0.1:0" // see startModule
 	if !o.noStart {
 		c.startModule(ctx, o.env...)
 	}
@@ -132,6 +133,20 @@ func (c *chain) startModule(ctx context.Context, extra ...string) {
 	if testing.Verbose() {
 		echo = os.Stderr
 	}
+	// The metrics port: 0, learnt from the module's "serving metrics" line,
+	// so that no free-port guess can collide with another test's listener;
+	// a guess only when the test silences INFO lines.
+	pinned := slices.ContainsFunc(extra, func(e string) bool { return strings.HasPrefix(e, "RTSPTUNNEL_METRICSADDR=") })
+	quiet := slices.ContainsFunc(extra, func(e string) bool {
+		lvl, ok := strings.CutPrefix(e, "RTSPTUNNEL_LOGLEVEL=")
+		return ok && lvl != "debug" && lvl != "info"
+	})
+	if !pinned {
+		c.metrics = "127.0.0.1:0"
+		if quiet {
+			c.metrics = freeAddr(c.t)
+		}
+	}
 	p, err := harness.Start(ctx, "rtsptunnel", bin, nil, &harness.StartOptions{Env: c.moduleEnv(extra...), Echo: echo})
 	if err != nil {
 		c.t.Fatal(err)
@@ -143,7 +158,30 @@ func (c *chain) startModule(ctx context.Context, extra ...string) {
 			c.t.Logf("module output:\n%s", p.Output())
 		}
 	})
+	if !pinned && !quiet {
+		c.metrics = c.metricsAddr(ctx, p)
+	}
 	c.waitReady(ctx)
+}
+
+// metricsAddr returns the address the module's "serving metrics" line names.
+func (c *chain) metricsAddr(ctx context.Context, p *harness.Process) string {
+	c.t.Helper()
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	var addr string
+	_, err := p.WaitLine(ctx, func(l string) bool {
+		var m map[string]any
+		if json.Unmarshal([]byte(l), &m) != nil || m["msg"] != "serving metrics" {
+			return false
+		}
+		addr, _ = m["address"].(string)
+		return addr != ""
+	})
+	if err != nil {
+		c.t.Fatalf("the module did not say where it serves metrics: %v\n%s", err, p.Output())
+	}
+	return addr
 }
 
 // waitReady waits until the module answers methods.

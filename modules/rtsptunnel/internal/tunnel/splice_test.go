@@ -236,11 +236,15 @@ func TestSpliceIdleActivity(t *testing.T) {
 	go io.Copy(io.Discard, peer)
 	remote := make(chan error, 1)
 	go func() { _, err := readRemote(ctx, server); remote <- err }()
-	const idle = 200 * time.Millisecond
+	// Generous margins: traffic every 100 ms against a 1.5 s idle timeout,
+	// for longer than the timeout, so that only a stall of the whole machine
+	// over 1.4 s could end the tunnel early (the suite runs on loaded 2-core
+	// machines).
+	const idle = 1500 * time.Millisecond
 	done := startSplice(ctx, camera, client, SpliceOptions{IdleTimeout: idle})
 	start := time.Now()
-	for i := range 12 { // 600ms of alternating traffic, a byte every 50ms
-		time.Sleep(idle / 4)
+	for i := range 20 { // 2 s of alternating traffic, a byte every 100 ms
+		time.Sleep(100 * time.Millisecond)
 		if i%2 == 0 {
 			peer.Write([]byte{1})
 		} else {
@@ -253,7 +257,7 @@ func TestSpliceIdleActivity(t *testing.T) {
 	default:
 	}
 	res := awaitResult(t, ctx, done) // now quiet: idle ends it
-	if res.Reason != ReasonIdle || res.ToRemote != 6 || res.ToCamera != 6 {
+	if res.Reason != ReasonIdle || res.ToRemote != 10 || res.ToCamera != 10 {
 		t.Errorf("result = %+v", res)
 	}
 	<-remote
