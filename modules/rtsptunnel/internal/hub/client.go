@@ -201,7 +201,28 @@ func New(opts Options) (*Client, error) {
 	}
 	c.log = opts.Logger.With("hub", id.HubHostName, "gateway", id.GatewayHostName,
 		"client_id", id.ClientID(), "transport", opts.Transport)
+	if opts.Transport == TransportMQTT {
+		c.warnProxyIgnored()
+	}
 	return c, nil
+}
+
+// warnProxyIgnored logs, once at start, that a proxy configured for HTTPS
+// is not used by the mqtt transport: behind a firewall that only lets the
+// proxy out, the hub connection then times out on port 8883 with nothing
+// else in the log to say why.
+func (c *Client) warnProxyIgnored() {
+	host := c.opts.Identity.GatewayHostName
+	if host == "" {
+		host = c.opts.Identity.HubHostName
+	}
+	req := &http.Request{URL: &url.URL{Scheme: "https", Host: host}}
+	p, err := c.opts.Proxy(req)
+	if err != nil || p == nil {
+		return
+	}
+	c.log.Warn("an HTTPS proxy is configured, but the mqtt transport does not use it; set RTSPTUNNEL_HUBTRANSPORT=mqttws to reach the hub through the proxy on port 443",
+		"proxy_host", p.Host)
 }
 
 // Handle registers h for the direct method named method, replacing any

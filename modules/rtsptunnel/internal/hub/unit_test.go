@@ -1,10 +1,13 @@
 package hub
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"log/slog"
+	"net/http"
+	"net/url"
 	"strconv"
 	"strings"
 	"testing"
@@ -280,5 +283,37 @@ func TestRunTwice(t *testing.T) {
 	}
 	if err := c.Run(ctx); err == nil {
 		t.Fatal("second Run succeeded")
+	}
+}
+
+// TestProxyIgnoredWarning: with the mqtt transport and a proxy configured
+// for the hub's host, New says once that the proxy is not used; mqttws and
+// no proxy say nothing.
+func TestProxyIgnoredWarning(t *testing.T) {
+	t.Parallel()
+	id := testIdentity(t, "HostName=h.example;DeviceId=d;SharedAccessKey="+testKey)
+	proxy := func(*http.Request) (*url.URL, error) { return url.Parse("http://user:pw@proxy.lan:3128") }
+	none := func(*http.Request) (*url.URL, error) { return nil, nil }
+	for _, tt := range []struct {
+		transport string
+		proxy     func(*http.Request) (*url.URL, error)
+		want      bool
+	}{
+		{TransportMQTT, proxy, true},
+		{TransportMQTTWS, proxy, false},
+		{TransportMQTT, none, false},
+	} {
+		var buf bytes.Buffer
+		_, err := New(Options{Identity: id, Transport: tt.transport, Proxy: tt.proxy, Logger: slog.New(slog.NewJSONHandler(&buf, nil))})
+		if err != nil {
+			t.Fatal(err)
+		}
+		got := strings.Contains(buf.String(), "does not use it")
+		if got != tt.want {
+			t.Errorf("%s: warned %v, want %v: %s", tt.transport, got, tt.want, buf.String())
+		}
+		if strings.Contains(buf.String(), "pw@") {
+			t.Errorf("the proxy's password is in the log: %s", buf.String())
+		}
 	}
 }
