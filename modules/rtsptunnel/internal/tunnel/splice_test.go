@@ -66,7 +66,10 @@ func TestSpliceIntegrity(t *testing.T) {
 			}
 			stats := new(Stats)
 			var toRemoteTotal, toCameraTotal atomicCounter
-			done := startSplice(ctx, camera, client, SpliceOptions{Stats: stats, ToRemoteTotal: &toRemoteTotal, ToCameraTotal: &toCameraTotal, PingInterval: 50 * time.Millisecond})
+			// CloseTimeout well above the default 3 s: the close frame
+			// queues behind megabytes the remote is still reading, which
+			// under -race on a loaded 2-core machine can take seconds.
+			done := startSplice(ctx, camera, client, SpliceOptions{Stats: stats, ToRemoteTotal: &toRemoteTotal, ToCameraTotal: &toCameraTotal, PingInterval: 50 * time.Millisecond, CloseTimeout: 20 * time.Second})
 
 			var wg sync.WaitGroup
 			var gotAtRemote []byte
