@@ -288,7 +288,7 @@ func TestSharedRTSPS(t *testing.T) {
 	if err != nil || frames < 25 {
 		t.Fatalf("RTSPS: %d frames, %v", frames, err)
 	}
-	if err := harness.GStreamerPlay(ctx, raw+" tls-validation-flags=0", "alice", rc.password, 30); err != nil {
+	if err := harness.GStreamerPlay(ctx, raw, "alice", rc.password, 30, "tls-validation-flags=0"); err != nil {
 		t.Fatalf("GStreamer over RTSPS: %v", err)
 	}
 	if got := metricValue(rc.relayMetrics(ctx), `relay_method_calls_total{status="200"}`); got != 1 {

@@ -175,17 +175,6 @@ func (c Camera) Password() string { return c.password }
 // Shared reports whether the camera uses a shared upstream.
 func (c Camera) Shared() bool { return c.Mode != ModePassthrough }
 
-// Allows reports whether user may watch the camera. With allowAnonymous
-// and no user list, everyone may.
-func (c Camera) Allows(user string) bool {
-	for _, u := range c.Users {
-		if u == "*" && user != "" || u == user && user != "" {
-			return true
-		}
-	}
-	return false
-}
-
 // Auth modes.
 const (
 	AuthSAS   = "sas"

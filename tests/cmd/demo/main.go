@@ -263,10 +263,11 @@ func run(ctx context.Context, o options) error {
 			return fmt.Errorf("ffprobe read no video packets\nrelay log:\n%s\nmodule log:\n%s", relay.Output(), module.Output())
 		}
 	}
-	edgeBytes := metricSum(ctx, ready.MetricsURL, `relay_edge_bytes_total{camera="demo",direction="from_camera"}`)
-	playerBytes := metricSum(ctx, ready.MetricsURL, `relay_player_bytes_total{camera="demo"}`)
+	metrics := scrape(ctx, ready.MetricsURL) // one scrape for every figure below
+	edgeBytes := seriesValue(metrics, `relay_edge_bytes_total{camera="demo",direction="from_camera"}`)
+	playerBytes := seriesValue(metrics, `relay_player_bytes_total{camera="demo"}`)
 
-	openMs := histogramMean(ctx, ready.MetricsURL, "relay_upstream_open_duration_seconds") * 1000
+	openMs := histogramMean(metrics, "relay_upstream_open_duration_seconds") * 1000
 	state := reportedState(ctx, emu)
 
 	// What the player sees, from ffprobe (not what the camera claims).
@@ -333,19 +334,27 @@ func reportedState(ctx context.Context, emu *emulator.Emulator) string {
 	return b.String()
 }
 
-// metricSum returns the value of one series on a Prometheus endpoint, or -1.
-func metricSum(ctx context.Context, metricsURL, series string) float64 {
+// scrape returns a Prometheus endpoint's text, or "" when it cannot be read.
+func scrape(ctx context.Context, metricsURL string) string {
+	if metricsURL == "" {
+		return ""
+	}
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, metricsURL, nil)
 	if err != nil {
-		return -1
+		return ""
 	}
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
-		return -1
+		return ""
 	}
 	defer resp.Body.Close()
 	body, _ := io.ReadAll(resp.Body)
-	for _, line := range strings.Split(string(body), "\n") {
+	return string(body)
+}
+
+// seriesValue returns the value of one series in a scrape, or -1.
+func seriesValue(metrics, series string) float64 {
+	for _, line := range strings.Split(metrics, "\n") {
 		if v, ok := strings.CutPrefix(line, series+" "); ok {
 			f, err := strconv.ParseFloat(strings.TrimSpace(v), 64)
 			if err == nil {
@@ -367,23 +376,10 @@ func randomPassword() string {
 	return string(b)
 }
 
-// histogramMean returns sum/count of a histogram on a Prometheus endpoint, or -1.
-func histogramMean(ctx context.Context, metricsURL, name string) float64 {
-	if metricsURL == "" {
-		return -1
-	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, metricsURL, nil)
-	if err != nil {
-		return -1
-	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		return -1
-	}
-	defer resp.Body.Close()
-	body, _ := io.ReadAll(resp.Body)
+// histogramMean returns sum/count of a histogram in a scrape, or -1.
+func histogramMean(metrics, name string) float64 {
 	var sum, count float64 = -1, -1
-	for _, line := range strings.Split(string(body), "\n") {
+	for _, line := range strings.Split(metrics, "\n") {
 		f := strings.Fields(line)
 		if len(f) != 2 {
 			continue

@@ -43,17 +43,14 @@ func FFmpegDecode(ctx context.Context, url string, dur time.Duration) (int, erro
 // GStreamerPlay reads buffers H.264 access units from url with GStreamer's
 // rtspsrc (TCP, Digest with user and password), depayloaded and parsed by
 // rtph264depay and h264parse: an RTSP client independent of ffmpeg and of
-// this project. It returns nil when GStreamer got them all.
-func GStreamerPlay(ctx context.Context, url, user, password string, buffers int) error {
+// this project. props are extra rtspsrc properties, e.g.
+// "tls-validation-flags=0". It returns nil when GStreamer got them all.
+func GStreamerPlay(ctx context.Context, url, user, password string, buffers int, props ...string) error {
 	path, err := exec.LookPath("gst-launch-1.0")
 	if err != nil {
 		return fmt.Errorf("gst-launch-1.0 not found (install gstreamer1.0-tools and plugins, e.g. scripts/setup.sh): %w", err)
 	}
-	// url may carry extra rtspsrc properties after a space, e.g.
-	// "rtsps://... tls-validation-flags=0".
-	location, extra, _ := strings.Cut(url, " ")
-	args := []string{"-q", "rtspsrc", "location=" + location, "protocols=tcp", "latency=0"}
-	args = append(args, strings.Fields(extra)...)
+	args := append([]string{"-q", "rtspsrc", "location=" + url, "protocols=tcp", "latency=0"}, props...)
 	if user != "" {
 		args = append(args, "user-id="+user, "user-pw="+password)
 	}
