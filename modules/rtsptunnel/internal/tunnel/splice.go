@@ -128,8 +128,7 @@ func Splice(ctx context.Context, camera net.Conn, ws *Conn, opts SpliceOptions) 
 	ws.SetReadLimit(-1) // messages are streamed, never buffered whole
 
 	// Not derived from ctx: on shutdown the tunnel closes gracefully.
-	pingCtx, stopPing := context.WithCancel(context.Background())
-	defer stopPing()
+	stopPing := make(chan struct{})
 
 	// Each goroutine sends at most one event; the buffer lets all of them
 	// finish without a receiver.
@@ -139,14 +138,14 @@ func Splice(ctx context.Context, camera net.Conn, ws *Conn, opts SpliceOptions) 
 	wg.Go(func() { events <- s.remoteToCamera() })
 	if s.opts.PingInterval > 0 {
 		wg.Go(func() {
-			if ev, dead := s.pingLoop(pingCtx); dead {
+			if ev, dead := s.pingLoop(stopPing); dead {
 				events <- ev
 			}
 		})
 	}
 
 	first := s.wait(ctx, events)
-	stopPing()
+	close(stopPing)
 	res := s.close(first)
 	wg.Wait()
 	res.ToRemote = s.opts.Stats.ToRemote()
@@ -311,22 +310,33 @@ func remoteEvent(err error) event {
 }
 
 // pingLoop pings every PingInterval and reports a dead peer when a pong does
-// not arrive within PingTimeout. It returns dead=false when ctx ends or the
-// connection fails otherwise (the copy goroutines report that).
-func (s *splice) pingLoop(ctx context.Context) (ev event, dead bool) {
+// not arrive within PingTimeout. It returns dead=false when stop is closed or
+// the connection fails otherwise (the copy goroutines report that).
+//
+// Closing stop never cancels a ping in flight: coder/websocket closes the
+// connection when the context of a frame write ends, so cancelling a ping
+// still queued behind data would cut the close handshake that follows (the
+// remote would read EOF instead of the close frame). A ping in flight ends
+// with its pong, its timeout, or the websocket's close.
+func (s *splice) pingLoop(stop <-chan struct{}) (ev event, dead bool) {
 	t := time.NewTicker(s.opts.PingInterval)
 	defer t.Stop()
 	for {
 		select {
-		case <-ctx.Done():
+		case <-stop:
 			return event{}, false
 		case <-t.C:
 		}
-		pctx, cancel := context.WithTimeout(ctx, s.opts.PingTimeout)
+		pctx, cancel := context.WithTimeout(context.Background(), s.opts.PingTimeout)
 		err := s.ws.Ping(pctx)
 		cancel()
 		if err != nil {
-			if ctx.Err() == nil && errors.Is(err, context.DeadlineExceeded) {
+			if errors.Is(err, context.DeadlineExceeded) {
+				select {
+				case <-stop: // the tunnel is closing; not a verdict on the peer
+					return event{}, false
+				default:
+				}
 				return event{reason: ReasonDeadPeer, err: fmt.Errorf("no pong within %v: %w", s.opts.PingTimeout, err)}, true
 			}
 			return event{}, false

@@ -231,6 +231,30 @@ func TestSpliceEnds(t *testing.T) {
 	}
 }
 
+// TestSpliceCloseWithPingInFlight ends a tunnel while a ping is stuck
+// writing to a remote that is not reading (net.Pipe has no buffer): the close
+// frame must still reach the remote once it reads again. Cancelling the ping
+// would make coder/websocket close the connection under the handshake (the
+// remote read EOF; a full CI run caught it in TestSpliceIntegrity).
+func TestSpliceCloseWithPingInFlight(t *testing.T) {
+	ctx := testCtx(t, 20*time.Second)
+	client, server, _ := wsPipe(t)
+	camera, peer := net.Pipe()
+	done := startSplice(ctx, camera, client, SpliceOptions{PingInterval: 5 * time.Millisecond, PingTimeout: 10 * time.Second})
+	// The remote reads nothing yet, so the first ping blocks in its write.
+	// Should the machine be too slow for a ping to start in this time, the
+	// test passes without checking anything; it can never fail falsely.
+	time.Sleep(200 * time.Millisecond)
+	peer.Close() // camera EOF: close with 1000
+	_, err := readRemote(ctx, server)
+	if websocket.CloseStatus(err) != websocket.StatusNormalClosure {
+		t.Errorf("remote read %v, want close 1000", err)
+	}
+	if res := awaitResult(t, ctx, done); res.Reason != ReasonCameraClosed || res.CloseCode != websocket.StatusNormalClosure {
+		t.Errorf("result = %+v", res)
+	}
+}
+
 // TestSpliceIdleActivity checks that traffic in either direction keeps a tunnel alive.
 func TestSpliceIdleActivity(t *testing.T) {
 	ctx := testCtx(t, 10*time.Second)
