@@ -265,6 +265,13 @@ func TestReconnectWhileStreaming(t *testing.T) {
 		t.Fatal(err)
 	}
 	time.Sleep(2 * time.Second) // stream a while before the outage
+	// The emulator keeps twins across restarts, so a summary being there
+	// proves nothing: the re-publish must raise the reported $version.
+	rep := c.waitReported(ctx, "one active session", func(rep map[string]any) bool {
+		sum, _ := rep["summary"].(map[string]any)
+		return sum["active"] == float64(1)
+	})
+	version := rep["$version"].(float64)
 	connects := c.emu.Connects(edgeDevice, moduleID)
 	c.restartEmulator(3 * time.Second)
 	c.waitReady(ctx)
@@ -272,8 +279,9 @@ func TestReconnectWhileStreaming(t *testing.T) {
 		t.Errorf("connects before %d, after restart %d", connects, c.emu.Connects(edgeDevice, moduleID))
 	}
 	c.waitReported(ctx, "the state re-published after the restart", func(rep map[string]any) bool {
-		_, ok := rep["summary"]
-		return ok
+		sum, _ := rep["summary"].(map[string]any)
+		v, _ := rep["$version"].(float64)
+		return v > version && sum["active"] == float64(1)
 	})
 	<-done
 	// 10 s at 25 fps is 250 packets; the outage must not cost any.
