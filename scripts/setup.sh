@@ -8,8 +8,9 @@
 # --for demo: ffmpeg (ffprobe) from apt and the Go modules of the demo's
 #   packages.
 # --for test: also GStreamer (rtspsrc, h264parse: the second independent RTSP
-#   player of the relay's tests) and iperf3 from apt, the Go modules of every
-#   package and test of the workspace, and the npm packages of the Node.js
+#   player of the relay's tests), iperf3, and squid, iproute2 and nftables (the
+#   proxy test's squid, network namespaces and firewall) from apt, the Go
+#   modules of every package and test of the workspace, and the npm packages of the Node.js
 #   interop tests (tools/edgeemu/interop). npm must be on PATH (Node.js 20+);
 #   `npm ci` runs only when package-lock.json changed since the last one.
 #
@@ -94,6 +95,11 @@ if [ "$purpose" = test ]; then
 	command -v gst-launch-1.0 >/dev/null 2>&1 || missing+=(gstreamer1.0-tools)
 	gst-inspect-1.0 rtspsrc >/dev/null 2>&1 || missing+=(gstreamer1.0-plugins-good)
 	gst-inspect-1.0 h264parse >/dev/null 2>&1 || missing+=(gstreamer1.0-plugins-bad)
+	# The proxy test (tests/proxy_test.go): a real squid with its Basic
+	# auth helper, network namespaces (ip) and the edge's firewall (nft).
+	PATH=$PATH:/usr/sbin:/sbin command -v squid >/dev/null 2>&1 || missing+=(squid)
+	PATH=$PATH:/usr/sbin:/sbin command -v ip >/dev/null 2>&1 || missing+=(iproute2)
+	PATH=$PATH:/usr/sbin:/sbin command -v nft >/dev/null 2>&1 || missing+=(nftables)
 fi
 if [ ${#missing[@]} -gt 0 ]; then
 	echo "==> installing ${missing[*]} with apt-get"

@@ -1,0 +1,295 @@
+package harness
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"os/exec"
+	"runtime"
+	"strings"
+	"sync"
+
+	"golang.org/x/sys/unix"
+)
+
+// NetNS is a Linux network namespace made for one test, so that traffic
+// crosses a real network boundary (a veth link, a firewall, a proxy that Go
+// would bypass on loopback) without leaving the machine. It needs root (or
+// CAP_SYS_ADMIN) and iproute2's ip; see NetNSUsable.
+//
+// The test process itself stays in its own namespace: Listen and
+// DialContext make sockets inside the namespace from a thread that enters it
+// and then exits, and Command runs a program inside it with `ip netns exec`.
+type NetNS struct {
+	// Name is the namespace's name under /run/netns. Static.
+	Name string
+
+	mu     sync.Mutex
+	fd     int  // guarded by mu: an open /run/netns/<Name>, for setns
+	closed bool // guarded by mu
+}
+
+// NetNSUsable returns nil when network namespaces can be made here, or an
+// error saying why not (not root, ip missing, no permission).
+func NetNSUsable() error {
+	if os.Geteuid() != 0 {
+		return errors.New("network namespaces need root (CI runs as root)")
+	}
+	if _, err := exec.LookPath("ip"); err != nil {
+		return fmt.Errorf("iproute2's ip is not installed (scripts/setup.sh): %w", err)
+	}
+	ns, err := NewNetNS("probe")
+	if err != nil {
+		return err
+	}
+	return ns.Close()
+}
+
+// NewNetNS makes a namespace named prefix plus a random suffix (unique, so
+// that tests run side by side) with its loopback up. Close deletes it.
+func NewNetNS(prefix string) (*NetNS, error) {
+	suffix := make([]byte, 4)
+	rand.Read(suffix)
+	name := prefix + "-" + hex.EncodeToString(suffix)
+	if err := IP("netns", "add", name); err != nil {
+		return nil, err
+	}
+	n := &NetNS{Name: name, fd: -1}
+	fd, err := unix.Open("/run/netns/"+name, unix.O_RDONLY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		n.Close()
+		return nil, fmt.Errorf("failed to open network namespace %s: %w", name, err)
+	}
+	n.fd = fd
+	if err := IP("-n", name, "link", "set", "lo", "up"); err != nil {
+		n.Close()
+		return nil, err
+	}
+	return n, nil
+}
+
+// Close deletes the namespace. Processes still inside keep it alive until
+// they exit, but it is no longer reachable by name. It is idempotent.
+func (n *NetNS) Close() error {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.closed {
+		return nil
+	}
+	n.closed = true
+	if n.fd >= 0 {
+		unix.Close(n.fd)
+	}
+	return IP("netns", "del", n.Name)
+}
+
+// IP runs iproute2's ip with args and returns its error with its output.
+func IP(args ...string) error {
+	return run(nil, "ip", args...)
+}
+
+// Run runs bin with args inside the namespace (`ip netns exec`), with stdin
+// when not nil, and returns an error carrying the output when it fails.
+func (n *NetNS) Run(stdin []byte, bin string, args ...string) error {
+	return run(stdin, "ip", append([]string{"netns", "exec", n.Name, bin}, args...)...)
+}
+
+func run(stdin []byte, bin string, args ...string) error {
+	cmd := exec.Command(bin, args...)
+	if stdin != nil {
+		cmd.Stdin = bytes.NewReader(stdin)
+	}
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		return fmt.Errorf("%s %s: %w: %s", bin, strings.Join(args, " "), err, strings.TrimSpace(string(out)))
+	}
+	return nil
+}
+
+// Command returns the program and arguments that run bin inside the
+// namespace, for Start: `ip netns exec` enters the namespace and then execs
+// bin, so the process Start sees is bin itself.
+func (n *NetNS) Command(bin string, args ...string) (string, []string) {
+	return "ip", append([]string{"netns", "exec", n.Name, bin}, args...)
+}
+
+// do runs f on a thread of its own that has entered the namespace. The
+// thread is never unlocked: it ends with the goroutine, so no other
+// goroutine ever runs in the namespace by mistake. Sockets made by f stay in
+// the namespace for their whole life, whichever thread uses them later.
+func (n *NetNS) do(f func()) error {
+	n.mu.Lock()
+	fd, closed := n.fd, n.closed
+	n.mu.Unlock()
+	if closed {
+		return fmt.Errorf("network namespace %s is closed", n.Name)
+	}
+	errc := make(chan error, 1)
+	go func() {
+		runtime.LockOSThread()
+		if err := unix.Setns(fd, unix.CLONE_NEWNET); err != nil {
+			errc <- fmt.Errorf("failed to enter network namespace %s: %w", n.Name, err)
+			return
+		}
+		f()
+		errc <- nil
+	}()
+	return <-errc
+}
+
+// Listen listens inside the namespace, e.g. on "127.0.0.1:0" of its own
+// loopback.
+func (n *NetNS) Listen(network, addr string) (net.Listener, error) {
+	var ln net.Listener
+	var err error
+	if nerr := n.do(func() { ln, err = net.Listen(network, addr) }); nerr != nil {
+		return nil, nerr
+	}
+	if err != nil {
+		return nil, fmt.Errorf("failed to listen on %s in %s: %w", addr, n.Name, err)
+	}
+	return ln, nil
+}
+
+// DialContext connects from inside the namespace. addr must be an IP
+// address and port: a name would be resolved by the test's own resolver.
+func (n *NetNS) DialContext(ctx context.Context, network, addr string) (net.Conn, error) {
+	var c net.Conn
+	var err error
+	var d net.Dialer
+	// With one address the dialer connects on the calling goroutine (no
+	// parallel fallback), so the socket is made on the namespaced thread.
+	if nerr := n.do(func() { c, err = d.DialContext(ctx, network, addr) }); nerr != nil {
+		return nil, nerr
+	}
+	if err != nil {
+		return nil, fmt.Errorf("failed to dial %s from %s: %w", addr, n.Name, err)
+	}
+	return c, nil
+}
+
+// Veth links namespaces a and b with a veth pair whose ends get the
+// addresses (CIDR, e.g. "10.200.0.1/30") aAddr and bAddr, and brings both
+// up. The pair is made directly inside the namespaces, so it never appears
+// in the test's own namespace; it goes away with them.
+func Veth(a *NetNS, aAddr string, b *NetNS, bAddr string) error {
+	suffix := make([]byte, 3)
+	rand.Read(suffix)
+	ta, tb := "va"+hex.EncodeToString(suffix), "vb"+hex.EncodeToString(suffix) // <= 15 bytes
+	if err := IP("link", "add", ta, "netns", a.Name, "type", "veth", "peer", "name", tb, "netns", b.Name); err != nil {
+		return err
+	}
+	for _, end := range []struct {
+		ns        *NetNS
+		dev, cidr string
+	}{{a, ta, aAddr}, {b, tb, bAddr}} {
+		if err := IP("-n", end.ns.Name, "addr", "add", end.cidr, "dev", end.dev); err != nil {
+			return err
+		}
+		if err := IP("-n", end.ns.Name, "link", "set", end.dev, "up"); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// Forwarder accepts connections on a listener (often one inside a
+// namespace) and pipes each to a connection that Dial makes (often in
+// another namespace): a plain link between two places, which sees nothing
+// of what it carries.
+type Forwarder struct {
+	ln   net.Listener                                // static
+	dial func(ctx context.Context) (net.Conn, error) // static
+
+	ctx    context.Context
+	cancel context.CancelFunc
+	mu     sync.Mutex
+	conns  map[net.Conn]struct{} // guarded by mu
+	wg     sync.WaitGroup
+}
+
+// Forward serves ln until Close, piping every accepted connection to one
+// from dial (called for each). When dial fails the accepted connection is
+// closed.
+func Forward(ln net.Listener, dial func(ctx context.Context) (net.Conn, error)) *Forwarder {
+	ctx, cancel := context.WithCancel(context.Background())
+	f := &Forwarder{ln: ln, dial: dial, ctx: ctx, cancel: cancel, conns: map[net.Conn]struct{}{}}
+	f.wg.Go(f.acceptLoop)
+	return f
+}
+
+// Addr is the listener's address.
+func (f *Forwarder) Addr() string { return f.ln.Addr().String() }
+
+// Close stops listening, closes every connection and waits for the
+// forwarder's goroutines.
+func (f *Forwarder) Close() {
+	f.cancel()
+	f.ln.Close()
+	f.mu.Lock()
+	for c := range f.conns {
+		c.Close()
+	}
+	f.mu.Unlock()
+	f.wg.Wait()
+}
+
+func (f *Forwarder) track(c net.Conn) bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.ctx.Err() != nil {
+		c.Close()
+		return false
+	}
+	f.conns[c] = struct{}{}
+	return true
+}
+
+func (f *Forwarder) untrack(c net.Conn) {
+	f.mu.Lock()
+	delete(f.conns, c)
+	f.mu.Unlock()
+	c.Close()
+}
+
+func (f *Forwarder) acceptLoop() {
+	for {
+		c, err := f.ln.Accept()
+		if err != nil {
+			return
+		}
+		if !f.track(c) {
+			return
+		}
+		f.wg.Go(func() {
+			defer f.untrack(c)
+			up, err := f.dial(f.ctx)
+			if err != nil {
+				return
+			}
+			if !f.track(up) {
+				return
+			}
+			defer f.untrack(up)
+			done := make(chan struct{}, 2)
+			pipe := func(dst, src net.Conn) {
+				io.Copy(dst, src)
+				// Pass the end on as a half-close, as a router would.
+				if tc, ok := dst.(*net.TCPConn); ok {
+					tc.CloseWrite()
+				}
+				done <- struct{}{}
+			}
+			go pipe(up, c)
+			go pipe(c, up)
+			<-done
+			<-done
+		})
+	}
+}
