@@ -30,6 +30,8 @@ import (
 	"github.com/rtsptunnel/rtsptunnel/relay/internal/rtspfront"
 	"github.com/rtsptunnel/rtsptunnel/relay/internal/rtspserver"
 	"github.com/rtsptunnel/rtsptunnel/relay/internal/upstream"
+	"github.com/rtsptunnel/rtsptunnel/relay/internal/web"
+	"github.com/rtsptunnel/rtsptunnel/relay/internal/whep"
 	"github.com/rtsptunnel/rtsptunnel/relay/internal/wsserver"
 )
 
@@ -51,6 +53,8 @@ type App struct {
 	core       *core.Server
 	rtsp       *rtspfront.Server // passthrough cameras
 	shared     *rtspserver.Server
+	whep       *whep.Server // browser viewers of shared cameras; nil when WebRTC is off
+	signer     *web.Signer
 	rtspLn     net.Listener
 	rtspsLn    net.Listener
 	verifier   *auth.Verifier
@@ -67,13 +71,18 @@ type App struct {
 
 // Ready is the JSON line Run prints to stdout once every listener is up.
 type Ready struct {
-	Ready           bool          `json:"ready"`
-	WebsocketURL    string        `json:"websocketURL"`
-	WebsocketListen string        `json:"websocketListen"`
-	MetricsURL      string        `json:"metricsURL,omitempty"`
-	CAFile          string        `json:"caFile,omitempty"`
-	RTSPListen      string        `json:"rtspListen"`
-	RTSPSListen     string        `json:"rtspsListen,omitempty"`
+	Ready           bool   `json:"ready"`
+	WebsocketURL    string `json:"websocketURL"`
+	WebsocketListen string `json:"websocketListen"`
+	MetricsURL      string `json:"metricsURL,omitempty"`
+	CAFile          string `json:"caFile,omitempty"`
+	RTSPListen      string `json:"rtspListen"`
+	RTSPSListen     string `json:"rtspsListen,omitempty"`
+	// WebURL is the page for browsers (WebRTC on): the websocket
+	// endpoint's host over HTTPS.
+	WebURL          string        `json:"webURL,omitempty"`
+	WebRTCUDPListen string        `json:"webrtcUDPListen,omitempty"`
+	WebRTCTCPListen string        `json:"webrtcTCPListen,omitempty"`
 	Cameras         []ReadyCamera `json:"cameras"`
 }
 
@@ -167,10 +176,7 @@ func (a *App) Initialize() (err error) {
 	// Everything that can fail has succeeded: serve.
 	errLog := slog.NewLogLogger(a.Logger.Handler(), slog.LevelDebug)
 	a.wsSrv = &http.Server{
-		Handler: &wsserver.Handler{
-			Acceptor: a.core, Prefix: publicURL.Path, Logger: a.Logger,
-			PingInterval: time.Duration(cfg.PingInterval), PingTimeout: time.Duration(cfg.PingTimeout),
-		},
+		Handler:           a.httpHandler(publicURL),
 		ReadHeaderTimeout: 10 * time.Second,
 		ErrorLog:          errLog,
 	}
@@ -186,8 +192,12 @@ func (a *App) Initialize() (err error) {
 		a.metricsSrv = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second, ErrorLog: errLog}
 		a.serve(a.metricsSrv, a.metricsLn)
 	}
+	if a.whep != nil {
+		a.ready.WebURL = webURL(publicURL)
+	}
 	a.ready.Ready = true
 	a.Logger.Info("relay listening",
+		"web_url", a.ready.WebURL,
 		"websocket_url", a.ready.WebsocketURL,
 		"websocket_listen", a.ready.WebsocketListen,
 		"rtsp_listen", a.ready.RTSPListen,
@@ -298,6 +308,11 @@ func (a *App) initPlayers(tlsConf *tls.Config) error {
 		Logger:              a.Logger,
 		Metrics:             a.core.Metrics,
 	}
+	// Browser viewers read the same upstreams: the WHEP server hooks into
+	// them before they start.
+	if err := a.initWHEP(shared); err != nil {
+		return err
+	}
 	if err := a.shared.Initialize(); err != nil {
 		a.shared = nil
 		return err
@@ -348,6 +363,9 @@ func (a *App) serve(srv *http.Server, ln net.Listener) {
 // 1001), and waits for everything to stop. It may be called more than once.
 func (a *App) Close() {
 	a.closeOnce.Do(func() {
+		if a.whep != nil {
+			a.whep.Close() // browser sessions end and give back their holds
+		}
 		if a.rtsp != nil {
 			a.rtsp.Close() // no new players; running sessions end
 		}

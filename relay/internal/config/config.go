@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/netip"
 	"net/url"
 	"regexp"
 	"strconv"
@@ -47,6 +48,19 @@ type Config struct {
 	// RTSPSListen is the address of the RTSPS (RTSP over TLS) listener, with
 	// the websocket endpoint's certificate; empty disables.
 	RTSPSListen string `json:"rtspsListen"`
+	// WebRTCUDPListen is the one UDP address for every browser viewer's
+	// media (ICE UDP mux); empty disables UDP. With WebRTCTCPListen empty
+	// too, browser playback (WHEP) is off.
+	WebRTCUDPListen string `json:"webrtcUDPListen"`
+	// WebRTCTCPListen is the one TCP address for ICE-TCP (browsers whose
+	// UDP is blocked); empty disables it.
+	WebRTCTCPListen string `json:"webrtcTCPListen"`
+	// WebRTCPublicIPs are the relay's public addresses, comma-separated,
+	// advertised to browsers instead of the listeners' own (1:1 NAT).
+	WebRTCPublicIPs string `json:"webrtcPublicIPs"`
+	// WebTokenTTL is the lifetime of the page's bearer token (the page
+	// renews it while open).
+	WebTokenTTL Duration `json:"webTokenTTL"`
 	// Realm is the authentication realm players see; user entries' HA1
 	// values are bound to it.
 	Realm string `json:"realm"`
@@ -181,6 +195,20 @@ const (
 	AuthEntra = "entra"
 )
 
+// PublicIPs returns webrtcPublicIPs as a list.
+func (c *Config) PublicIPs() []string {
+	var ips []string
+	for ip := range strings.SplitSeq(c.WebRTCPublicIPs, ",") {
+		if ip = strings.TrimSpace(ip); ip != "" {
+			ips = append(ips, ip)
+		}
+	}
+	return ips
+}
+
+// WebRTC reports whether browser playback is on.
+func (c *Config) WebRTC() bool { return c.WebRTCUDPListen != "" || c.WebRTCTCPListen != "" }
+
 // Default returns the configuration with every default applied.
 func Default() *Config {
 	return &Config{
@@ -200,6 +228,7 @@ func Default() *Config {
 		MaxPlayers:            256,
 		PingInterval:          Duration(10 * time.Second),
 		PingTimeout:           Duration(10 * time.Second),
+		WebTokenTTL:           Duration(15 * time.Minute),
 	}
 }
 
@@ -304,6 +333,26 @@ func (c *Config) Validate() error {
 		} else if c.InsecureWS {
 			bad("rtspsListen", "needs a certificate: set tlsCertFile and tlsKeyFile or selfSigned (not insecureWS)")
 		}
+	}
+	for _, l := range []struct{ name, addr string }{{"webrtcUDPListen", c.WebRTCUDPListen}, {"webrtcTCPListen", c.WebRTCTCPListen}} {
+		if l.addr != "" {
+			if err := checkAddr(l.addr, false); err != nil {
+				bad(l.name, "%v", err)
+			}
+		}
+	}
+	if c.WebRTCPublicIPs != "" {
+		if c.WebRTCUDPListen == "" && c.WebRTCTCPListen == "" {
+			bad("webrtcPublicIPs", "needs webrtcUDPListen or webrtcTCPListen")
+		}
+		for _, ip := range c.PublicIPs() {
+			if a, err := netip.ParseAddr(ip); err != nil || a.Zone() != "" {
+				bad("webrtcPublicIPs", "must be comma-separated IP addresses, got %q", ip)
+			}
+		}
+	}
+	if time.Duration(c.WebTokenTTL) < time.Minute || time.Duration(c.WebTokenTTL) > 24*time.Hour {
+		bad("webTokenTTL", "must be between 1m0s and 24h0m0s, got %v", time.Duration(c.WebTokenTTL))
 	}
 	if c.Realm == "" || strings.ContainsAny(c.Realm, "\"\\\r\n") {
 		bad("realm", "must be non-empty and free of quotes, backslashes and line breaks, got %q", c.Realm)

@@ -84,6 +84,9 @@ type Metrics struct {
 	PlayerJoin       *prometheus.HistogramVec
 	PlayerDropped    *prometheus.CounterVec
 	Refused          *prometheus.CounterVec
+
+	// WebRTC counts browser (WHEP) viewers.
+	WebRTC *WebRTC
 }
 
 // New creates the collectors and registers them with reg. It fails if any
@@ -156,6 +159,11 @@ func New(reg prometheus.Registerer) (*Metrics, error) {
 	for _, r := range Refusals {
 		m.Refused.WithLabelValues(r)
 	}
+	w, err := newWebRTC(reg)
+	if err != nil {
+		return nil, err
+	}
+	m.WebRTC = w
 	return m, nil
 }
 
@@ -174,6 +182,7 @@ func (m *Metrics) InitCamera(camera string, shared bool) {
 	if shared {
 		m.SetUpstreamState(camera, StateIdle)
 		m.UpstreamRestarts.WithLabelValues(camera)
+		m.WebRTC.initCamera(camera)
 	}
 }
 

@@ -27,6 +27,7 @@ func TestReadmeDocumentsEveryMetric(t *testing.T) {
 	m.PlayerJoin.WithLabelValues("cam").Observe(1)
 	m.OpenDuration.Observe(1)
 	m.MethodCalls.WithLabelValues("200").Inc()
+	m.WebRTC.FirstPacket.WithLabelValues("cam").Observe(1)
 	families, err := reg.Gather()
 	if err != nil {
 		t.Fatal(err)
@@ -43,7 +44,7 @@ func TestReadmeDocumentsEveryMetric(t *testing.T) {
 			t.Errorf("README documents %s, which the relay does not export", r[1])
 		}
 	}
-	for _, o := range append(append(append([]string{}, Outcomes...), States...), Refusals...) {
+	for _, o := range append(append(append(append([]string{}, Outcomes...), States...), Refusals...), WebRTCRefusals...) {
 		if !strings.Contains(readme, o) {
 			t.Errorf("README does not name the label value %s", o)
 		}

@@ -59,6 +59,17 @@ type Source struct {
 	// 5s).
 	RetryMin, RetryMax time.Duration
 
+	// OnPacket, when set, sees every RTP packet written to stream (after
+	// the numbering is made continuous across reconnects): a second
+	// consumer beside the RTSP players, such as WebRTC viewers. It runs on
+	// the camera's reader goroutine, so it must not block, must not modify
+	// pkt, and must copy what it keeps.
+	OnPacket func(stream *gortsplib.ServerStream, m *description.Media, f format.Format, pkt *rtp.Packet)
+	// OnStreamClose, when set, is called when stream stops (the last viewer
+	// left, the camera changed its description, the reconnect window
+	// ended, Close): whoever reads it through OnPacket should let go.
+	OnStreamClose func(stream *gortsplib.ServerStream)
+
 	ctx     context.Context // static after Initialize
 	cancel  context.CancelFunc
 	acquire chan *acquireReq
@@ -469,6 +480,9 @@ func (s *Source) failWaiters(st *runState, err error) {
 func (s *Source) closeStream(st *runState) {
 	if st.stream != nil {
 		st.stream.Close()
+		if s.OnStreamClose != nil {
+			s.OnStreamClose(st.stream)
+		}
 		st.stream = nil
 	}
 	st.live = false
@@ -618,9 +632,15 @@ func (s *Source) attempt(ctx context.Context, a *attempt) (err error) {
 func (s *Source) feed(c *gortsplib.Client, desc *description.Session, stream *gortsplib.ServerStream) {
 	out := make(map[*description.Media]*description.Media, len(desc.Medias))
 	cont := make(map[*description.Media]*continuity, len(desc.Medias))
+	// formats maps the client's formats to the stream's, which stay the
+	// same across reconnects (see sameMedias).
+	formats := map[format.Format]format.Format{}
 	for i, m := range desc.Medias {
 		sm := stream.Desc.Medias[i]
 		out[m] = sm
+		for j, f := range m.Formats {
+			formats[f] = sm.Formats[j]
+		}
 		c := s.cont[sm]
 		if c == nil {
 			c = &continuity{}
@@ -646,6 +666,9 @@ func (s *Source) feed(c *gortsplib.Client, desc *description.Session, stream *go
 		cont[m].rewrite(pkt, f.ClockRate(), now)
 		stream.WritePacketRTPWithNTP(out[m], pkt, ntp) // errors only after Close
 		count()
+		if s.OnPacket != nil {
+			s.OnPacket(stream, out[m], formats[f], pkt)
+		}
 	})
 	c.OnPacketRTCPAny(func(m *description.Media, pkt rtcp.Packet) {
 		// Sender reports are made by the stream itself; forward the rest.
