@@ -1,0 +1,126 @@
+package tests
+
+import (
+	"context"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/rtsptunnel/rtsptunnel/tests/internal/harness"
+)
+
+// Module pings in the fault tests: a dead relay is found within
+// faultPingInterval+faultPingTimeout even when nothing reaches the module.
+const (
+	faultPingInterval = time.Second
+	faultPingTimeout  = 2 * time.Second
+	// faultSlack is what a loaded 2-core machine running -race may add to
+	// a bound; bounds are generous on purpose, timing goals live in benchmarks.
+	faultSlack = 10 * time.Second
+)
+
+// openSession returns the id of the only session the module reports open.
+func (c *chain) openSession(ctx context.Context) string {
+	c.t.Helper()
+	var id string
+	c.waitReported(ctx, "one open session", func(rep map[string]any) bool {
+		sessions, _ := rep["sessions"].(map[string]any)
+		id = ""
+		n := 0
+		for k, v := range sessions {
+			if s, _ := v.(map[string]any); s["state"] == "open" {
+				id, n = k, n+1
+			}
+		}
+		return n == 1
+	})
+	return id
+}
+
+// TestRelayKilled ends the cloud side abruptly while video streams through a
+// passthrough tunnel: the relay SIGKILLed (the kernel closes its sockets, no
+// close frame), and a TCP RST on the module's websocket connection (a
+// middlebox or crashed host). Each time the module frees the camera within
+// its ping bound, reports the session closed as remote_error, and the next
+// tunnel opens and plays normally.
+func TestRelayKilled(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		name  string
+		link  bool // a fault proxy on the module → relay link
+		fault func(t *testing.T, rc *relayChain)
+		after func(t *testing.T, ctx context.Context, rc *relayChain)
+	}{
+		{
+			name: "SIGKILL",
+			fault: func(t *testing.T, rc *relayChain) {
+				if err := rc.relay.Signal(syscall.SIGKILL); err != nil {
+					t.Fatal(err)
+				}
+			},
+			after: func(t *testing.T, ctx context.Context, rc *relayChain) {
+				<-rc.relay.Done()
+				rc.startRelay(ctx) // the same ports
+			},
+		},
+		{
+			name: "TCP RST",
+			link: true,
+			fault: func(t *testing.T, rc *relayChain) {
+				if n := rc.link.Reset(); n != 1 {
+					t.Fatalf("reset %d module connections, want 1", n)
+				}
+			},
+		},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+			defer cancel()
+			rc := newRelayChain(t, ctx, relayOptions{linkProxy: tc.link, moduleEnv: []string{
+				"RTSPTUNNEL_PINGINTERVAL=" + faultPingInterval.String(),
+				"RTSPTUNNEL_PINGTIMEOUT=" + faultPingTimeout.String(),
+				// The relay is on loopback, which the module refuses unless named.
+				"RTSPTUNNEL_ALLOWEDREMOTEHOSTS=127.0.0.1",
+			}})
+			url1 := rc.ready.Camera("cam1")
+			playCtx, stopPlayer := context.WithCancel(ctx)
+			defer stopPlayer()
+			go harness.FFProbe(playCtx, url1, time.Minute)
+			waitUntil(t, ctx, "video flowing", func() bool { return rc.cam.Plays() == 1 && rc.cam.ActiveConns() == 1 })
+			id := rc.openSession(ctx)
+			time.Sleep(time.Second) // stream a while
+
+			start := time.Now()
+			tc.fault(t, rc)
+			waitUntil(t, ctx, "the module to free the camera", func() bool { return rc.cam.ActiveConns() == 0 })
+			freed := time.Since(start)
+			bound := faultPingInterval + faultPingTimeout
+			if freed > bound+faultSlack {
+				t.Errorf("camera freed %s after the fault, want within the ping bound %s (+%s slack)", freed, bound, faultSlack)
+			}
+			sess := rc.waitClosedAs(ctx, id, "remote_error")
+			if code, ok := sess["closeCode"].(float64); ok && code != -1 {
+				t.Errorf("closeCode %v, want -1: no close frame was exchanged", code)
+			}
+			waitLog(t, ctx, rc.module, "session closed", func(m map[string]any) bool {
+				return m["session"] == id && m["outcome"] == "remote_error"
+			})
+			t.Logf("%s: camera freed %s later; reported %v", tc.name, freed.Round(time.Millisecond), sess)
+			stopPlayer()
+
+			if tc.after != nil {
+				tc.after(t, ctx, rc)
+			}
+			// The next tunnel: methods answer, video plays.
+			p, err := harness.FFProbe(ctx, rc.ready.Camera("cam1"), 3*time.Second)
+			if err != nil || p.Packets < 50 {
+				t.Fatalf("the next tunnel: %d packets, %v", p.Packets, err)
+			}
+			rc.waitReported(ctx, "two sessions opened, none failed", func(rep map[string]any) bool {
+				sum, _ := rep["summary"].(map[string]any)
+				return sum["opened"] == float64(2) && sum["failed"] == float64(0)
+			})
+		})
+	}
+}
