@@ -10,8 +10,9 @@
 # --for test: also GStreamer (rtspsrc, h264parse: the second independent RTSP
 #   player of the relay's tests), iperf3, and squid, iproute2 and nftables (the
 #   proxy test's squid, network namespaces and firewall) from apt, the Go
-#   modules of every package and test of the workspace, and the npm packages of the Node.js
-#   interop tests (tools/edgeemu/interop). npm must be on PATH (Node.js 20+);
+#   modules of every package and test of the workspace, Chromium from apt
+#   (the browser test), and the npm packages of the Node.js interop tests
+#   (tools/edgeemu/interop) and of the browser test (tests/browser). npm must be on PATH (Node.js 20+);
 #   `npm ci` runs only when package-lock.json changed since the last one.
 #
 # apt-get waits up to 10 minutes for another apt or dpkg (unattended-upgrades
@@ -100,6 +101,9 @@ if [ "$purpose" = test ]; then
 	PATH=$PATH:/usr/sbin:/sbin command -v squid >/dev/null 2>&1 || missing+=(squid)
 	PATH=$PATH:/usr/sbin:/sbin command -v ip >/dev/null 2>&1 || missing+=(iproute2)
 	PATH=$PATH:/usr/sbin:/sbin command -v nft >/dev/null 2>&1 || missing+=(nftables)
+	# The browser test (tests/browser_test.go) drives Debian's Chromium;
+	# playwright-core (npm, below) never downloads a browser.
+	[ -x /usr/bin/chromium ] || missing+=(chromium)
 fi
 if [ ${#missing[@]} -gt 0 ]; then
 	echo "==> installing ${missing[*]} with apt-get"

@@ -161,7 +161,8 @@ function stop(name) {
   p.pc.close();
   p.pc = null;
   if (p.location) {
-    fetch(p.location, { method: 'DELETE', headers: authHeaders() }).catch(() => {});
+    // keepalive: the request outlives a closing page.
+    fetch(p.location, { method: 'DELETE', headers: authHeaders(), keepalive: true }).catch(() => {});
     p.location = '';
   }
   const video = $('video', p.card);
