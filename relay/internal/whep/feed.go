@@ -156,6 +156,22 @@ func (f *feed) onPacket(stream *gortsplib.ServerStream, _ *description.Media, fo
 // publish repackages one access unit and hands it to every viewer.
 // Called with mu held.
 func (f *feed) publish(au [][]byte, ts uint32) {
+	if len(f.viewers) == 0 && !h264.IsRandomAccess(au) {
+		// Nobody watches over WebRTC: keep only what a joining viewer
+		// needs (parameter sets, the next keyframe), without copying or
+		// repacketizing every frame.
+		for _, n := range au {
+			if len(n) > 0 {
+				switch h264.NALUType(n[0] & 0x1f) {
+				case h264.NALUTypeSPS:
+					f.sps = slices.Clone(n)
+				case h264.NALUTypePPS:
+					f.pps = slices.Clone(n)
+				}
+			}
+		}
+		return
+	}
 	var hasSPS, hasPPS bool
 	nalus := make([][]byte, 0, len(au)+2)
 	for _, n := range au {
