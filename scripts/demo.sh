@@ -12,6 +12,8 @@
 #   scripts/demo.sh --help          (installs nothing)
 # e.g. `scripts/demo.sh --camera 192.168.1.20:554 --camera-path /stream1` to
 # try your own camera instead of the simulator.
+# The summary names the relay's browser page (WebRTC) and the viewer's
+# generated password; with --keep, open the page and watch the camera.
 #
 # The driver is exec'd as a built binary, not with `go run` (which does not
 # pass SIGTERM on), so Ctrl-C or SIGTERM reach it and it stops everything it

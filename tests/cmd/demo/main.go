@@ -194,6 +194,12 @@ func run(ctx context.Context, o options) error {
 		"--ws-listen", "127.0.0.1:0",
 		"--rtsp-listen", "127.0.0.1:0",
 		"--metrics-listen", "127.0.0.1:0",
+		// Browser playback: the page on the websocket listener, WebRTC
+		// media on a UDP and a TCP port on every interface, so that a
+		// browser on this machine reaches it through its LAN address
+		// (browsers leave loopback out of WebRTC).
+		"--webrtc-udp-listen", ":0",
+		"--webrtc-tcp-listen", ":0",
 		"--camera", camSpec,
 	}, &harness.StartOptions{Env: relayEnv, Echo: echo})
 	if err != nil {
@@ -205,6 +211,7 @@ func run(ctx context.Context, o options) error {
 		return err
 	}
 	playURL := ready.Camera("demo")
+	webURL := readyWebURL(relay)
 	step("relay: players connect to %s, the module dials back to %s", playURL, ready.WebsocketURL)
 
 	env, err := emu.ModuleEnv(edgeDevice, moduleID)
@@ -218,6 +225,9 @@ func run(ctx context.Context, o options) error {
 	env = append(env,
 		`RTSPTUNNEL_TARGETS={"554":"`+camAddr+`"}`,
 		"RTSPTUNNEL_REMOTECAFILE="+ready.CAFile,
+		// The demo's relay is on loopback, which the module refuses unless
+		// allowedRemoteHosts names the host exactly.
+		"RTSPTUNNEL_ALLOWEDREMOTEHOSTS=127.0.0.1",
 		"RTSPTUNNEL_METRICSADDR="+metricsAddr,
 	)
 	module, err := harness.Start(procCtx, "rtsptunnel", moduleBin, nil, &harness.StartOptions{Env: env, Echo: echo})
@@ -293,13 +303,20 @@ func run(ctx context.Context, o options) error {
 		fmt.Printf("  fan-out              %.0f bytes from the edge, %.0f bytes to players (%.1fx): one stream on the site's uplink\n", edgeBytes, playerBytes, playerBytes/edgeBytes)
 	}
 	fmt.Printf("  player login         user %q, password %q (generated for this run; RTSP Digest)\n", viewer, viewerPass)
+	if webURL != "" {
+		fmt.Printf("  browser page         %s (log in with the same user and password; the certificate is self-signed: %s)\n", webURL, ready.CAFile)
+	}
 	fmt.Printf("  bitrate              %.0f kbit/s\n", float64(probe.Bytes)*8/o.duration.Seconds()/1000)
 	fmt.Printf("  ffprobe run          %s (RTSP handshake through the tunnel + reading)\n", probe.Elapsed.Round(time.Millisecond))
 	fmt.Printf("  module twin reported %s\n", state)
 	fmt.Println()
 
 	if o.keep {
-		fmt.Printf("Everything keeps running. Play the camera through the tunnel with:\n  ffplay -rtsp_transport tcp '%s'\nPress Ctrl-C to stop.\n", playURL)
+		fmt.Printf("Everything keeps running. Play the camera through the tunnel with:\n  ffplay -rtsp_transport tcp '%s'\n", playURL)
+		if webURL != "" {
+			fmt.Printf("or open %s in a browser and log in as %q with password %q.\n", webURL, viewer, viewerPass)
+		}
+		fmt.Println("Press Ctrl-C to stop.")
 		<-ctx.Done()
 	}
 	step("stopping")
@@ -414,4 +431,20 @@ func freeAddr() (string, error) {
 	}
 	defer ln.Close()
 	return ln.Addr().String(), nil
+}
+
+// readyWebURL returns the page's URL from the relay's ready line ("" when
+// browser playback is off).
+func readyWebURL(relay *harness.Process) string {
+	for _, l := range relay.Lines() {
+		if strings.HasPrefix(l, `{"ready":true`) {
+			var r struct {
+				WebURL string `json:"webURL"`
+			}
+			if json.Unmarshal([]byte(l), &r) == nil {
+				return r.WebURL
+			}
+		}
+	}
+	return ""
 }
