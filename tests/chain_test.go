@@ -119,6 +119,9 @@ func (c *chain) moduleEnv(extra ...string) []string {
 	env = append(env,
 		`RTSPTUNNEL_TARGETS={"554":"`+c.cam.ListenAddr()+`"}`,
 		"RTSPTUNNEL_REMOTECAFILE="+c.cloud.CAFile(),
+		// The cloud and the relay listen on loopback, which the module
+		// refuses unless allowedRemoteHosts names the host exactly.
+		"RTSPTUNNEL_ALLOWEDREMOTEHOSTS=127.0.0.1",
 		"RTSPTUNNEL_METRICSADDR="+c.metrics,
 		"RTSPTUNNEL_LOGLEVEL=debug",
 		"RTSPTUNNEL_LOGFORMAT=json", // logLines and waitLog decode JSON; the default is syslog

@@ -233,8 +233,9 @@ func TestDesiredSettings(t *testing.T) {
 		t.Fatalf("open to a host outside allowedRemoteHosts: %d %s (%d connects), want 400 and none", status, raw, s.Attempts())
 	}
 
-	// Back to any host: the open works again.
-	if _, err := c.emu.PatchDesired(edgeDevice, moduleID, json.RawMessage(`{"allowedRemoteHosts":[]}`)); err != nil {
+	// Back to the loopback cloud, named exactly (an empty list would allow
+	// any host but loopback): the open works again.
+	if _, err := c.emu.PatchDesired(edgeDevice, moduleID, json.RawMessage(`{"allowedRemoteHosts":["127.0.0.1"]}`)); err != nil {
 		t.Fatal(err)
 	}
 	c.waitReported(ctx, "the second ack", func(rep map[string]any) bool {

@@ -320,11 +320,18 @@ func TestDocsTunnelOpen(t *testing.T) {
 	if err := mgr.Initialize(); err != nil {
 		t.Fatal(err)
 	}
-	noTargets := &session.Manager{Settings: settings.Defaults(), Version: "docs"}
+	noTargetSettings := settings.Defaults()
+	noTargetSettings.AllowedRemoteHosts = base.AllowedRemoteHosts // the test relay is on loopback
+	noTargets := &session.Manager{Settings: noTargetSettings, Version: "docs"}
 	if err := noTargets.Initialize(); err != nil {
 		t.Fatal(err)
 	}
 	defer noTargets.Shutdown(ctx)
+	anyHost := &session.Manager{Settings: settings.Defaults(), Version: "docs"} // allowedRemoteHosts empty
+	if err := anyHost.Initialize(); err != nil {
+		t.Fatal(err)
+	}
+	defer anyHost.Shutdown(ctx)
 
 	payload := func(endpoint, token string, port any) string {
 		var b bytes.Buffer
@@ -351,6 +358,8 @@ func TestDocsTunnelOpen(t *testing.T) {
 		{"not wss://", mgr, payload("https://relay.example.com/tunnels/7d3e9a", "<token>", 554), 400},
 		{"ws:// without allowInsecureWebSocket", mgr, payload("ws://relay.example.com/tunnels/7d3e9a", "<token>", 554), 400},
 		{"host not in allowedRemoteHosts", mgr, payload("wss://elsewhere.example.net/tunnels/7d3e9a", "<token>", 554), 400},
+		{"cloud metadata address (allowedRemoteHosts empty)", anyHost, payload("wss://169.254.169.254/latest/meta-data", "<token>", 554), 400},
+		{"non-standard IPv4 form", anyHost, payload("wss://2130706433/tunnels/7d3e9a", "<token>", 554), 400},
 		{"empty token", mgr, payload(ok, "", 554), 400},
 		{"localPort not an integer", mgr, payload(ok, "<token>", "554"), 400},
 		{"localPort not in targets", mgr, payload(ok, "<token>", 8554), 400},

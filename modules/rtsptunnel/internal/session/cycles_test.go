@@ -73,6 +73,7 @@ func TestManyCycles(t *testing.T) {
 	s := settings.Defaults()
 	s.Targets = settings.Targets{554: ln.Addr().String()}
 	s.AllowInsecureWebSocket = true
+	s.AllowedRemoteHosts = []string{"127.0.0.1"} // the test cloud is on loopback: name it
 	s.SessionRetention = 0
 	s.MaxSessions = 1000
 	m := &Manager{Settings: s}

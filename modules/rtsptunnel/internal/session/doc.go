@@ -17,6 +17,10 @@
 //	                         allowInsecureWebSocket), user info,
 //	                         fragment, empty or invalid host or port
 //	                         host not in allowedRemoteHosts              target "remoteEndpoint"
+//	                         host text loopback, link-local,             target "remoteEndpoint"
+//	                         unspecified, multicast or cloud metadata
+//	                         and not named exactly in allowedRemoteHosts;
+//	                         a non-standard numeric host (2130706433)
 //	remoteAuthorizationToken missing, not a string, empty, or with       target "remoteAuthorizationToken"
 //	                         characters other than visible ASCII
 //	                         (header injection)
@@ -26,7 +30,10 @@
 //
 // Then: 503 while shutting down; 429 at maxSessions (tunnels being opened
 // count; existing tunnels are untouched); 400 "Could not connect to RTSP
-// endpoint" (target: the camera address) when the camera dial fails; and when the
+// endpoint" (target: the camera address) when the camera dial fails; 400
+// (target "remoteEndpoint") when an address the endpoint's host resolves to
+// falls under the same rules (checked on the address dialled; through a
+// proxy, which resolves the name, only the text check applies); and when the
 // websocket fails, the handshake's HTTP status (502 when there was none) with
 // target = the endpoint without query string. Success: 200
 // {"sessionId":"<uuid>","target":"<camera host:port>"}. The module never

@@ -5,10 +5,12 @@ import (
 	"crypto/rand"
 	"crypto/x509"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net"
 	"net/http"
+	"net/netip"
 	"sync"
 	"time"
 
@@ -37,6 +39,11 @@ type Manager struct {
 
 	// dialCamera dials the camera; a test hook (export_test.go). Nil means net.Dialer.
 	dialCamera func(ctx context.Context, network, addr string) (net.Conn, error)
+	// lookupNetIP and dialRemote resolve and dial the remote endpoint; test
+	// hooks (export_test.go) so that tests of the address checks never send
+	// a packet anywhere. Nil means the tunnel package's defaults.
+	lookupNetIP func(ctx context.Context, network, host string) ([]netip.Addr, error)
+	dialRemote  func(ctx context.Context, network, addr string) (net.Conn, error)
 
 	// Static after Initialize.
 	runCtx    context.Context // cancelled by Shutdown: tunnels close with 1001
@@ -227,11 +234,20 @@ func (m *Manager) connect(ctx context.Context, req *request, cfg config) (net.Co
 		UserAgent:        m.userAgent,
 		RootCAs:          cfg.roots,
 		HandshakeTimeout: cfg.s.HandshakeTimeout,
+		CheckAddress:     addressGuard(cfg.s.AllowedRemoteHosts),
+		LookupNetIP:      m.lookupNetIP,
+		DialContext:      m.dialRemote,
 	})
 	if err != nil {
 		camera.Close()
 		if m.runCtx.Err() != nil {
 			return nil, nil, shuttingDown(req)
+		}
+		var ae *tunnel.AddressError
+		if errors.As(err, &ae) {
+			e := badRequest("remoteEndpoint", "Remote host %q resolved to %s, a %s address; only a host named exactly in allowedRemoteHosts may reach one", req.hostname, ae.IP, ae.Rule)
+			e.reason, e.cause = FailHostNotAllowed, err
+			return nil, nil, e
 		}
 		status := tunnel.HTTPStatus(err)
 		if status == 0 {

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"net/netip"
 	"net/url"
 	"strconv"
 
@@ -42,6 +43,7 @@ type request struct {
 	endpoint  string // as received
 	redacted  string // scheme://host/path: safe to log and report
 	host      string // host[:port] of the endpoint
+	hostname  string // host name of the endpoint, without port or brackets
 	token     string
 	localPort int
 	target    string // camera address to dial
@@ -104,7 +106,10 @@ func parseRequest(payload []byte, s settings.Settings) (*request, *openError) {
 		e.reason = FailHostNotAllowed
 		return nil, e
 	}
-	req.endpoint, req.redacted, req.host = endpoint, tunnel.RedactURL(endpoint), u.Host
+	if e := checkHostText(u.Hostname(), s.AllowedRemoteHosts); e != nil {
+		return nil, e
+	}
+	req.endpoint, req.redacted, req.host, req.hostname = endpoint, tunnel.RedactURL(endpoint), u.Host, u.Hostname()
 
 	token, oerr := stringField(fields, "remoteAuthorizationToken")
 	if oerr != nil {
@@ -134,6 +139,46 @@ func parseRequest(payload []byte, s settings.Settings) (*request, *openError) {
 	}
 	req.target = target
 	return req, nil
+}
+
+// checkHostText refuses, on the URL's text alone, a host that is loopback,
+// link-local, unspecified, multicast or a cloud metadata service unless
+// allowed names it exactly, and any non-canonical numeric host. The dial
+// checks the resolved address again (see addressGuard); with a proxy, which
+// resolves names itself, this text check is all the module can do.
+func checkHostText(host string, allowed []string) *openError {
+	ht := tunnel.ParseHostText(host)
+	if ht.NonCanonical {
+		e := badRequest("remoteEndpoint", "Remote host %q is a non-standard numeric form that resolvers read differently; write an IP address in dotted decimal or a DNS name", host)
+		if ht.IP.IsValid() {
+			e = badRequest("remoteEndpoint", "Remote host %q is a non-standard form of the IP address %s; write it as %s", host, ht.IP, ht.IP)
+		}
+		e.reason = FailHostNotAllowed
+		return e
+	}
+	if ht.Rule != "" && !settings.NamesHost(allowed, host) {
+		return specialHostError(host, ht.Rule)
+	}
+	return nil
+}
+
+// specialHostError is the answer to a host under an address rule.
+func specialHostError(host string, rule tunnel.AddressRule) *openError {
+	e := badRequest("remoteEndpoint", "Remote host %q is a %s address; only a host named exactly in allowedRemoteHosts may be one", host, rule)
+	e.reason = FailHostNotAllowed
+	return e
+}
+
+// addressGuard returns the tunnel.DialOptions.CheckAddress of a call: an
+// address under an address rule is refused unless allowed names the host
+// exactly (wildcards do not count).
+func addressGuard(allowed []string) func(host string, ip netip.Addr) error {
+	return func(host string, ip netip.Addr) error {
+		if r := tunnel.ClassifyAddress(ip); r != "" && !settings.NamesHost(allowed, host) {
+			return &tunnel.AddressError{Host: host, IP: ip, Rule: r}
+		}
+		return nil
+	}
 }
 
 // stringField returns a required string field.

@@ -3,6 +3,7 @@ package settings
 import (
 	"fmt"
 	"net"
+	"net/netip"
 	"reflect"
 	"strconv"
 	"strings"
@@ -109,6 +110,9 @@ func MatchHost(patterns []string, host string) bool {
 	if len(patterns) == 0 {
 		return true
 	}
+	if NamesHost(patterns, host) {
+		return true // also matches IP addresses written differently ("0:0::1" and "::1")
+	}
 	host = strings.TrimSuffix(strings.ToLower(host), ".")
 	for _, p := range patterns {
 		p = strings.ToLower(p)
@@ -117,6 +121,28 @@ func MatchHost(patterns []string, host string) bool {
 				return true
 			}
 		} else if host == p {
+			return true
+		}
+	}
+	return false
+}
+
+// NamesHost reports whether patterns name host exactly: an entry equal to host
+// (case-insensitive, trailing dot ignored; IP addresses compared as addresses,
+// so "::1" names "0:0::1"). Wildcards do not count: a loopback, link-local or
+// metadata address is reached only through a host the operator wrote out.
+func NamesHost(patterns []string, host string) bool {
+	host = strings.TrimSuffix(strings.ToLower(host), ".")
+	hostIP, hostErr := netip.ParseAddr(host)
+	for _, p := range patterns {
+		p = strings.TrimSuffix(strings.ToLower(p), ".")
+		if strings.HasPrefix(p, "*") {
+			continue
+		}
+		if p == host {
+			return true
+		}
+		if ip, err := netip.ParseAddr(p); err == nil && hostErr == nil && ip == hostIP {
 			return true
 		}
 	}

@@ -28,7 +28,7 @@ const EnvPrefix = "RTSPTUNNEL_"
 type Settings struct {
 	Targets                Targets       `setting:"targets" check:"targets" help:"Camera for each localPort: {\"554\":\"192.168.10.21:554\"} (environment: also 554=host:554,5541=host2:554). When set, only these ports are served."`
 	AllowedPorts           []int         `setting:"allowedPorts" min:"1" max:"65535" help:"When targets is empty, a localPort in this list is dialled on 127.0.0.1 (the original device-app behaviour)."`
-	AllowedRemoteHosts     []string      `setting:"allowedRemoteHosts" check:"hostPattern" help:"Host names the websocket may connect to: exact names or *.suffix wildcards; empty allows any host."`
+	AllowedRemoteHosts     []string      `setting:"allowedRemoteHosts" check:"hostPattern" help:"Host names the websocket may connect to: exact names or *.suffix wildcards; empty allows any host. Whatever the list, loopback, link-local, unspecified, multicast and cloud metadata addresses (checked on the URL and after DNS) are reached only through a host named exactly here."`
 	AllowInsecureWebSocket bool          `setting:"allowInsecureWebSocket" help:"Accept plain ws:// remote endpoints (testing only; the token then travels in clear text)."`
 	RemoteCAFile           string        `setting:"remoteCAFile" check:"caFile" help:"PEM file of extra CA certificates trusted for remote endpoints, in addition to the system roots."`
 	MaxSessions            int           `setting:"maxSessions" min:"1" max:"1000" help:"Maximum concurrent tunnels (including ones being opened); further tunnelOpen calls get 429."`

@@ -8,10 +8,12 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"net/netip"
 	"net/url"
 	"runtime"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/coder/websocket"
@@ -39,6 +41,20 @@ type DialOptions struct {
 
 	// DialContext dials TCP connections; nil means a net.Dialer with keepalives.
 	DialContext func(ctx context.Context, network, addr string) (net.Conn, error)
+
+	// CheckAddress, when set, is called with the endpoint's host name and
+	// each address it resolves to before the module connects to the endpoint
+	// directly; an error refuses the dial before any packet is sent to the
+	// endpoint, and Dial returns it in its DialError's chain (see
+	// AddressError). Dial then resolves the name itself (LookupNetIP) and
+	// connects to the checked addresses only. Through a proxy, the proxy
+	// resolves the name and CheckAddress is not called: check the URL's text
+	// before Dial (ParseHostText). Nil checks nothing.
+	CheckAddress func(host string, ip netip.Addr) error
+
+	// LookupNetIP resolves the endpoint's host for CheckAddress; nil means
+	// net.DefaultResolver.LookupNetIP.
+	LookupNetIP func(ctx context.Context, network, host string) ([]netip.Addr, error)
 }
 
 // UserAgent returns the User-Agent the module sends: module name and version
@@ -122,6 +138,23 @@ func Dial(ctx context.Context, endpoint string, opts DialOptions) (_ *Conn, err 
 	if dialContext == nil {
 		dialContext = (&net.Dialer{KeepAlive: 30 * time.Second}).DialContext
 	}
+	// The transport asks Proxy before it dials: remember whether this dial
+	// goes to a proxy, so that the address check leaves the proxy alone.
+	viaProxy := new(atomic.Bool)
+	proxyFunc := func(r *http.Request) (*url.URL, error) {
+		u, err := proxy(r)
+		if u != nil {
+			viaProxy.Store(true)
+		}
+		return u, err
+	}
+	if opts.CheckAddress != nil {
+		lookup := opts.LookupNetIP
+		if lookup == nil {
+			lookup = net.DefaultResolver.LookupNetIP
+		}
+		dialContext = guardDial(dialContext, lookup, opts.CheckAddress, viaProxy)
+	}
 	// net/http finishes a dial (and its TLS handshake) in the background after
 	// the request is cancelled; track the connections so that a failed Dial
 	// closes them at once instead of leaving them for the handshake timeout.
@@ -140,7 +173,7 @@ func Dial(ctx context.Context, endpoint string, opts DialOptions) (_ *Conn, err 
 	// anyway, and with keep-alives off a refused handshake leaves no idle
 	// connection (or goroutine) behind.
 	transport := &http.Transport{
-		Proxy:              proxy,
+		Proxy:              proxyFunc,
 		DialContext:        dialContext,
 		TLSClientConfig:    &tls.Config{RootCAs: opts.RootCAs, MinVersion: tls.VersionTLS12},
 		DisableKeepAlives:  true,

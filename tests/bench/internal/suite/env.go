@@ -334,6 +334,7 @@ func (e *env) startModule(ctx context.Context, name string, extra ...string) err
 	env = append(env,
 		fmt.Sprintf(`RTSPTUNNEL_TARGETS={"%d":"%s","%d":"%s","%d":"%s"}`, loadPort, e.cam.ListenAddr(), simPort, e.sim.ListenAddr(), fanPort, e.fanCam.ListenAddr()),
 		"RTSPTUNNEL_REMOTECAFILE="+filepath.Join(e.dir, "relay-ca.pem"),
+		"RTSPTUNNEL_ALLOWEDREMOTEHOSTS=127.0.0.1", // the relay is on loopback: name it
 		"RTSPTUNNEL_METRICSADDR="+metrics,
 		"RTSPTUNNEL_MAXSESSIONS=1000",
 		// Idle tunnels are measured on purpose; everything else is the default.
