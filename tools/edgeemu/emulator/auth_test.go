@@ -117,7 +117,8 @@ func TestTokenExpiryDisconnects(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
-			e := start(t, emulator.Options{MaxTokenLifetime: tt.maxLifetime})
+			// edgeHub checks tokens every 5 minutes; the test checks often.
+			e := start(t, emulator.Options{MaxTokenLifetime: tt.maxLifetime, TokenCheckInterval: 100 * time.Millisecond})
 			cr := newCreds(t, e, testDevice, testModule)
 			cr.password = sas.New(keyOf(t, e, testDevice, testModule), sas.Resource(e.HubHostName(), testDevice, testModule), "", time.Now().Add(tt.tokenLife))
 			began := time.Now()

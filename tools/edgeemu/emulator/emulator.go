@@ -26,15 +26,17 @@ import (
 
 // Defaults.
 const (
-	DefaultAddr          = "127.0.0.1"
-	DefaultDeviceID      = "edge-device"
-	DefaultModuleID      = "rtsptunnel"
-	ServicePolicyName    = "service"
-	WorkloadAPIVersion   = "2019-11-05"
-	StandardMQTTPort     = 8883
-	StandardHTTPSPort    = 443
-	defaultWorkloadName  = "workload.sock"
-	maxUnixSocketPathLen = 107 // sun_path is 108 bytes on Linux, including the NUL
+	DefaultAddr        = "127.0.0.1"
+	DefaultDeviceID    = "edge-device"
+	DefaultModuleID    = "rtsptunnel"
+	ServicePolicyName  = "service"
+	WorkloadAPIVersion = "2019-11-05"
+	StandardMQTTPort   = 8883
+	StandardHTTPSPort  = 443
+	// DefaultTokenCheckInterval is how often edgeHub drops clients whose token expired.
+	DefaultTokenCheckInterval = hub.DefaultTokenCheckInterval
+	defaultWorkloadName       = "workload.sock"
+	maxUnixSocketPathLen      = 107 // sun_path is 108 bytes on Linux, including the NUL
 )
 
 // Options configures an Emulator. The zero value of each field is its default.
@@ -63,6 +65,13 @@ type Options struct {
 	// MaxTokenLifetime, when positive, disconnects a client this long after it connected even
 	// if its token lasts longer; 0 honours the token's expiry only.
 	MaxTokenLifetime time.Duration
+	// TokenCheckInterval is how often expired tokens are looked for: a client is disconnected
+	// at the first check after its token expired, as edgeHub does every 5 minutes (the
+	// default, DefaultTokenCheckInterval). Tests shorten it.
+	TokenCheckInterval time.Duration
+	// NoStoreAndForward behaves as edgeHub with storeAndForwardEnabled=false: a persistent
+	// session's subscriptions are not restored when its client connects again.
+	NoStoreAndForward bool
 	// TrustedBearerTokens are accepted by the REST API as "Authorization: Bearer <token>",
 	// standing in for Microsoft Entra ID tokens.
 	TrustedBearerTokens []string
@@ -155,6 +164,9 @@ func New(opts Options) (_ *Emulator, err error) {
 	if opts.Dir == "" {
 		return nil, errors.New("emulator: Dir (the state folder) is required")
 	}
+	if opts.TokenCheckInterval < 0 {
+		return nil, fmt.Errorf("emulator: TokenCheckInterval %v is negative", opts.TokenCheckInterval)
+	}
 	if len(opts.Identities) == 0 {
 		opts.Identities = []Identity{{DeviceID: DefaultDeviceID, ModuleID: DefaultModuleID}}
 	}
@@ -197,10 +209,12 @@ func New(opts Options) (_ *Emulator, err error) {
 	e.mqttAddr, e.httpsAddr = mqttLn.Addr().String(), httpsLn.Addr().String()
 
 	e.hub, err = hub.New(hub.Config{
-		HubHostName:      opts.HubHostName,
-		Store:            e.store,
-		MaxTokenLifetime: opts.MaxTokenLifetime,
-		Logger:           e.log,
+		HubHostName:        opts.HubHostName,
+		Store:              e.store,
+		MaxTokenLifetime:   opts.MaxTokenLifetime,
+		TokenCheckInterval: opts.TokenCheckInterval,
+		NoStoreAndForward:  opts.NoStoreAndForward,
+		Logger:             e.log,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("emulator: %w", err)

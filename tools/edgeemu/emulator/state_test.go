@@ -255,6 +255,7 @@ func TestOptionsValidation(t *testing.T) {
 		{"not an IP", emulator.Options{Dir: dir, Addr: "localhost"}},
 		{"no dir", emulator.Options{}},
 		{"bad port", emulator.Options{Dir: dir, MQTTPort: 70000}},
+		{"negative token check interval", emulator.Options{Dir: dir, TokenCheckInterval: -time.Second}},
 		{"socket path too long", emulator.Options{Dir: dir, WorkloadSocket: filepath.Join(dir, strings.Repeat("s", 120))}},
 	}
 	for _, tt := range tests {

@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
+	"net"
 	"net/http"
 	"net/url"
 	"strconv"
@@ -41,13 +42,19 @@ const (
 	requestTimeout      = 30 * time.Second       // twin requests whose ctx has no deadline
 	syncTimeout         = 30 * time.Second       // reading the twin after a connect
 	respondTimeout      = 15 * time.Second       // answering one method call, waiting for a connection included
-	renewTimeout        = 10 * time.Second       // connecting with a renewed token (the old connection works meanwhile)
-	quiesceTimeout      = time.Second            // waiting for the old connection's PUBACKs before a renewal
+	renewTimeout        = 10 * time.Second       // getting a token, or connecting, for a renewal (the old connection works meanwhile)
+	preDialMaxAge       = 5 * time.Second        // a connection opened ahead of a renewal is replaced when older
 	shutdownGrace       = 2 * time.Second        // Run waits this long for running method handlers
 	minTokenLifetime    = 2 * time.Second
-	renewalFractionNum  = 4 // renew at 4/5 of the token's lifetime
-	renewalFractionDen  = 5
 	maxErrorMessageSize = 200
+	// A renewal starts at renewStart of the token's lifetime and waits for a
+	// moment when the old connection is idle (see mqttConn.idle), until
+	// renewDeadline of it, when it connects again whatever is in flight. With
+	// 1 h tokens that leaves 24 minutes to find a moment between method calls
+	// (tunnelOpen takes up to openTimeout, 20 s), and 6 minutes before the
+	// token expires.
+	renewStartNum, renewStartDen       = 1, 2
+	renewDeadlineNum, renewDeadlineDen = 9, 10
 )
 
 // ErrNotConnected is returned (wrapped) by twin calls made while the client
@@ -75,7 +82,8 @@ type Options struct {
 	// Port overrides the port: 0 means 8883 for mqtt and 443 for mqttws.
 	Port int
 	// TokenLifetime is the lifetime of each SAS token (default 1h, minimum 2s).
-	// The client connects again with a fresh token at 80% of it.
+	// The client connects again with a fresh token between 50% and 90% of
+	// it, at a moment when no method call is in flight.
 	TokenLifetime time.Duration
 	// ModelID is announced in the MQTT username (default DefaultModelID).
 	ModelID string
@@ -141,6 +149,7 @@ type Client struct {
 	changed   chan struct{} // guarded by mu: closed and replaced when cur or switching change
 	stopping  bool          // guarded by mu: Run is returning; no new goroutines in bg
 	bg        sync.WaitGroup
+	pubs      sync.WaitGroup // goroutines handing publishes to paho (mqttConn.startPublish)
 
 	syncMu sync.Mutex // serializes the after-connect twin reads
 
@@ -301,7 +310,7 @@ func (c *Client) Run(ctx context.Context) error {
 			}
 			everConnected = true
 			cur = cn
-			renewAt = renewalTime(cn)
+			renewAt = renewalStart(cn)
 			renewFailures = 0
 			c.install(ctx, cn)
 			c.log.Info("connected", "conn", cn.id, "token_expiry", cn.expiry)
@@ -324,6 +333,11 @@ func (c *Client) Run(ctx context.Context) error {
 			c.uninstall()
 		case <-timer.C:
 			next, err := c.renew(ctx, cur)
+			if errors.Is(err, errNotIdle) {
+				c.log.Debug("token renewal postponed: a method call came in", "conn", cur.id)
+				renewAt = time.Now()
+				continue
+			}
 			if err != nil {
 				if ctx.Err() != nil {
 					return nil
@@ -336,7 +350,7 @@ func (c *Client) Run(ctx context.Context) error {
 			}
 			c.log.Info("renewed token", "old_conn", cur.id, "conn", next.id, "token_expiry", next.expiry)
 			cur = next
-			renewAt = renewalTime(next)
+			renewAt = renewalStart(next)
 			renewFailures = 0
 			failures = 0
 		}
@@ -356,15 +370,28 @@ func (c *Client) connect(ctx context.Context, timeout time.Duration) (*mqttConn,
 	if err != nil {
 		return nil, err
 	}
-	issued := time.Now()
+	return c.dialWith(ctx, dctx, newToken{token, time.Now(), expiry}, nil, nil)
+}
+
+// newToken is a SAS token and its lifetime.
+type newToken struct {
+	token          string // a secret
+	issued, expiry time.Time
+}
+
+// dialWith opens one connection with tok, on nc when it is not nil. dctx
+// bounds the attempt; ctx is the context of the connection's method handlers.
+func (c *Client) dialWith(ctx, dctx context.Context, tok newToken, nc net.Conn, beforeConnect func() error) (*mqttConn, error) {
 	cfg := dialConfig{
-		broker:    c.broker,
-		clientID:  c.opts.Identity.ClientID(),
-		username:  c.username,
-		password:  token,
-		tlsConf:   c.opts.Identity.TLSConfig(),
-		proxy:     c.opts.Proxy,
-		onConnack: func() { c.setSwitching(true) },
+		broker:        c.broker,
+		clientID:      c.opts.Identity.ClientID(),
+		username:      c.username,
+		password:      tok.token,
+		tlsConf:       c.opts.Identity.TLSConfig(),
+		proxy:         c.opts.Proxy,
+		onConnack:     func() { c.setSwitching(true) },
+		netConn:       nc,
+		beforeConnect: beforeConnect,
 		handlers: connHandlers{
 			onMethod: func(cn *mqttConn, name, rid string, payload []byte) {
 				c.onMethod(ctx, cn, name, rid, payload)
@@ -374,24 +401,111 @@ func (c *Client) connect(ctx context.Context, timeout time.Duration) (*mqttConn,
 	}
 	id := c.connSeq.Add(1)
 	cfg.log = c.log.With("conn", id)
-	return dial(dctx, cfg, id, issued, expiry)
+	return dial(dctx, cfg, id, tok.issued, tok.expiry)
 }
 
-// renew replaces old with a new connection made with a fresh token. The
-// broker drops old when the new connection arrives (one connection per
-// client id); requests that fail on old meanwhile wait for the new one, and
-// the persistent session keeps the subscriptions in place.
+// renew replaces old with a new connection made with a fresh token, losing
+// no method call against edgeHub, which binds the new connection at once
+// (with no subscriptions until it subscribes), closes the old one right after
+// and fails the calls still waiting on it (504); their answers, published
+// anywhere, are dropped. So:
+//
+//  1. the token is minted first: a workload API that fails or hangs fails the
+//     renewal (bounded by renewTimeout) and the old connection goes on;
+//  2. the client waits until the old connection is idle (no method call in
+//     flight, every publish acknowledged), until the renewal deadline; the
+//     old connection keeps serving meanwhile;
+//  3. the TCP and TLS connection is opened ahead (mqtt transport), and the
+//     client waits for an idle moment again, the last time right before it
+//     writes CONNECT, so that what separates that moment from the broker's
+//     switch is the CONNECT's way to the broker;
+//  4. it connects and subscribes; twin requests that fail on the old
+//     connection meanwhile are retried on the new one.
+//
+// A call that reaches the old connection within that round trip, or the new
+// one before its subscription, can still fail: that is edgeHub's, and no
+// client can avoid it (see doc.go).
 func (c *Client) renew(ctx context.Context, old *mqttConn) (*mqttConn, error) {
-	c.mu.Lock()
-	c.switching = true
-	old.retired.Store(true)
-	c.signalLocked()
-	c.mu.Unlock()
-
-	if !old.quiesce(ctx, quiesceTimeout) {
-		c.log.Debug("renewing without quiescing the old connection", "conn", old.id, "publishing", old.publishing.Load())
+	tctx, cancel := context.WithTimeout(ctx, renewTimeout)
+	token, expiry, err := c.opts.Identity.Token(tctx, c.opts.TokenLifetime)
+	cancel()
+	if err != nil {
+		return nil, fmt.Errorf("hub: failed to get a new token: %w", err)
 	}
-	next, err := c.connect(ctx, renewTimeout)
+	tok := newToken{token, time.Now(), expiry}
+
+	deadline := renewalDeadline(old)
+	if !old.idle() {
+		c.log.Info("token renewal waits for the method calls in flight", "conn", old.id, "calls", old.calls.Load(), "until", deadline)
+	}
+	var pre net.Conn
+	var preAt time.Time
+	defer func() {
+		if pre != nil {
+			pre.Close()
+		}
+	}()
+	for {
+		if !old.waitIdle(ctx, deadline) {
+			if ctx.Err() != nil {
+				return nil, ctx.Err()
+			}
+			c.log.Warn("renewing the token with method calls in flight: the hub will answer them 504",
+				"conn", old.id, "calls", old.calls.Load(), "token_expiry", old.expiry)
+			break
+		}
+		if c.opts.Transport != TransportMQTT || !old.alive() {
+			break
+		}
+		if pre != nil && time.Since(preAt) < preDialMaxAge {
+			if old.idle() {
+				break
+			}
+			continue
+		}
+		if pre != nil {
+			pre.Close()
+		}
+		if pre, err = c.preDial(ctx); err != nil {
+			return nil, err
+		}
+		preAt = time.Now()
+	}
+
+	retire := func() {
+		// From now on twin requests wait for the new connection (or are
+		// retried on it), so that handlers calling them do not hold the old
+		// one busy.
+		c.mu.Lock()
+		c.switching = true
+		old.retired.Store(true)
+		c.signalLocked()
+		c.mu.Unlock()
+	}
+	// paho starts goroutines before it writes CONNECT: the last look at the
+	// old connection is taken right before the write. If a call came in
+	// since, the attempt is abandoned and the renewal tried again shortly
+	// (unless the deadline has passed).
+	lastLook := func() error {
+		lctx, cancel := context.WithTimeout(ctx, time.Second)
+		defer cancel()
+		if !old.waitIdle(lctx, time.Now().Add(time.Second)) && time.Now().Before(deadline) && ctx.Err() == nil {
+			return errNotIdle
+		}
+		retire()
+		return nil
+	}
+	if pre == nil {
+		retire()
+	}
+	dctx, cancel := context.WithTimeout(ctx, renewTimeout)
+	var look func() error
+	if pre != nil {
+		look = lastLook
+	}
+	next, err := c.dialWith(ctx, dctx, tok, pre, look)
+	cancel()
+	pre = nil // dial owns it now
 
 	c.mu.Lock()
 	c.switching = false
@@ -405,9 +519,46 @@ func (c *Client) renew(ctx context.Context, old *mqttConn) (*mqttConn, error) {
 	if err != nil {
 		return nil, err
 	}
-	old.close()
+	c.retire(old)
 	c.startSync(ctx, next)
 	return next, nil
+}
+
+// errNotIdle abandons a renewal attempt that found a method call in flight
+// at the last moment.
+var errNotIdle = errors.New("a method call came in; trying again")
+
+// preDial opens the TCP and TLS connection of the next MQTT connection.
+func (c *Client) preDial(ctx context.Context) (net.Conn, error) {
+	u, err := url.Parse(c.broker)
+	if err != nil {
+		return nil, fmt.Errorf("hub: bad broker address: %w", err)
+	}
+	dctx, cancel := context.WithTimeout(ctx, connectTimeout)
+	defer cancel()
+	d := tls.Dialer{Config: c.opts.Identity.TLSConfig()}
+	nc, err := d.DialContext(dctx, "tcp", u.Host)
+	if err != nil {
+		return nil, fmt.Errorf("hub: failed to connect to %s: %w", u.Host, err)
+	}
+	return nc, nil
+}
+
+// retire closes a replaced connection once the answers of the calls that
+// came in on it are acknowledged (the broker normally closes it first), or
+// after respondTimeout.
+func (c *Client) retire(old *mqttConn) {
+	if !c.goBG() {
+		old.close()
+		return
+	}
+	go func() {
+		defer c.bg.Done()
+		ctx, cancel := context.WithTimeout(context.Background(), respondTimeout)
+		defer cancel()
+		old.waitIdle(ctx, time.Now().Add(respondTimeout))
+		old.close()
+	}()
 }
 
 // setSwitching sets c.switching and wakes waiters.
@@ -475,6 +626,19 @@ func (c *Client) stop() {
 	case <-done:
 	case <-t.C:
 		c.log.Warn("method handlers still running after shutdown", "waited", shutdownGrace)
+	}
+	// A publish that paho took just as its connection died returns after
+	// paho's write timeout; the connections are closed, so that is the bound.
+	pubsDone := make(chan struct{})
+	go func() {
+		c.pubs.Wait()
+		close(pubsDone)
+	}()
+	pt := time.NewTimer(writeTimeout)
+	defer pt.Stop()
+	select {
+	case <-pubsDone:
+	case <-pt.C:
 	}
 }
 
@@ -595,6 +759,7 @@ func (c *Client) onDesired(cn *mqttConn, payload []byte) {
 // must not block) and answers it when it returns.
 func (c *Client) onMethod(ctx context.Context, cn *mqttConn, name, rid string, payload []byte) {
 	if !c.goBG() {
+		cn.calls.Add(-1)
 		return
 	}
 	select {
@@ -617,28 +782,21 @@ func (c *Client) onMethod(ctx context.Context, cn *mqttConn, name, rid string, p
 	}()
 }
 
-// answer publishes a method response on the connection the request came on
-// or, if that one is gone (a token renewal replaced it), on its successor.
-func (c *Client) answer(ctx context.Context, origin *mqttConn, name, rid string, status int, body []byte) {
+// answer publishes a method response on the connection the request came in
+// on, and nowhere else: edgeHub (and IoT Hub) match an answer with the
+// pending call of the connection it arrives on and drop it elsewhere. If that
+// connection is gone, the caller has had its 504 already.
+func (c *Client) answer(ctx context.Context, cn *mqttConn, name, rid string, status int, body []byte) {
+	defer cn.calls.Add(-1)
 	actx, cancel := context.WithTimeout(ctx, respondTimeout)
 	defer cancel()
-	topic := methodResponseTopic(status, rid)
-	cn := origin
-	var err error
-	for range 3 {
-		if !cn.usable() {
-			if cn, err = c.acquire(actx, true); err != nil {
-				break
-			}
-		}
-		if err = cn.publish(actx, topic, body); err == nil || actx.Err() != nil {
-			break
-		}
-	}
+	err := cn.publish(actx, methodResponseTopic(status, rid), body)
 	switch {
 	case err == nil:
 	case ctx.Err() != nil:
 		c.log.Debug("method call not answered: shutting down", "method", name, "status", status)
+	case errors.Is(err, errConnLost):
+		c.log.Warn("method call not answered: the connection it came in on is gone", "method", name, "status", status, "conn", cn.id)
 	default:
 		c.log.Warn("failed to answer a method call", "method", name, "status", status, "error", err)
 	}
@@ -744,10 +902,17 @@ func desiredVersion(b []byte) (int, bool) {
 	return *v.Version, true
 }
 
-// renewalTime is when a connection's token should be replaced.
-func renewalTime(cn *mqttConn) time.Time {
+// renewalStart is when the replacement of a connection's token begins.
+func renewalStart(cn *mqttConn) time.Time {
 	life := cn.expiry.Sub(cn.issued)
-	return cn.issued.Add(life * renewalFractionNum / renewalFractionDen)
+	return cn.issued.Add(life * renewStartNum / renewStartDen)
+}
+
+// renewalDeadline is when a connection's token is replaced even if method
+// calls are in flight on it.
+func renewalDeadline(cn *mqttConn) time.Time {
+	life := cn.expiry.Sub(cn.issued)
+	return cn.issued.Add(life * renewDeadlineNum / renewDeadlineDen)
 }
 
 // backoff returns the delay before retry number attempt (1-based): min

@@ -58,6 +58,15 @@ type dialConfig struct {
 	// onConnack, if set, is called once the hub accepted the connection,
 	// before subscribing: from then on methods may arrive.
 	onConnack func()
+	// netConn, if set, is an open TLS connection to the broker to use instead
+	// of dialing (a token renewal opens it before it picks its moment).
+	netConn net.Conn
+	// beforeConnect, if set with netConn, runs right before CONNECT is
+	// written: the last moment a renewal can wait for. An error abandons the
+	// connection attempt.
+	beforeConnect func() error
+	// pubs counts publishing goroutines (see mqttConn.startPublish).
+	pubs *sync.WaitGroup
 }
 
 // mqttConn is one MQTT connection to IoT Hub or edgeHub: a paho client with
@@ -79,8 +88,14 @@ type mqttConn struct {
 	// drop it, and requests that fail because of that are retried on the
 	// successor.
 	retired atomic.Bool
-	// publishing counts publishes whose PUBACK has not arrived yet; see quiesce.
+	// publishing counts publishes whose PUBACK has not arrived yet; see idle.
 	publishing atomic.Int64
+	// pubs counts the goroutines handing publishes to paho (startPublish); it
+	// is the Client's, shared by all its connections.
+	pubs *sync.WaitGroup
+	// calls counts method requests that arrived on this connection and whose
+	// answer the broker has not acknowledged yet; see idle.
+	calls atomic.Int64
 
 	mu      sync.Mutex
 	pending map[string]chan twinResponse // guarded by mu; nil once lost
@@ -96,6 +111,10 @@ func dial(ctx context.Context, cfg dialConfig, id uint64, issued, expiry time.Ti
 		log:     cfg.log,
 		lost:    make(chan struct{}),
 		pending: map[string]chan twinResponse{},
+		pubs:    cfg.pubs,
+	}
+	if cn.pubs == nil {
+		cn.pubs = &sync.WaitGroup{}
 	}
 	o := mqtt.NewClientOptions()
 	o.AddBroker(cfg.broker)
@@ -124,6 +143,21 @@ func dial(ctx context.Context, cfg dialConfig, id uint64, issued, expiry time.Ti
 	o.SetConnectTimeout(connectTimeout)
 	o.SetWriteTimeout(writeTimeout)
 	o.SetWebsocketOptions(&mqtt.WebsocketOptions{Proxy: cfg.proxy})
+	if nc := cfg.netConn; nc != nil {
+		var used atomic.Bool
+		o.SetCustomOpenConnectionFn(func(*url.URL, mqtt.ClientOptions) (net.Conn, error) {
+			if used.Swap(true) {
+				return nil, errors.New("the pre-opened connection was used already")
+			}
+			if cfg.beforeConnect != nil {
+				if err := cfg.beforeConnect(); err != nil {
+					nc.Close()
+					return nil, err
+				}
+			}
+			return nc, nil
+		})
+	}
 	o.SetConnectionLostHandler(func(_ mqtt.Client, err error) {
 		cn.markLost(fmt.Errorf("%w: %w", errConnLost, err))
 	})
@@ -191,6 +225,7 @@ func (cn *mqttConn) routeMethod(onMethod func(*mqttConn, string, string, []byte)
 			cn.log.Warn("ignoring method request", "error", err)
 			return
 		}
+		cn.calls.Add(1) // until its answer is acknowledged (Client.answer)
 		onMethod(cn, name, rid, m.Payload())
 	}
 }
@@ -235,8 +270,9 @@ func (cn *mqttConn) request(ctx context.Context, topicPrefix, rid string, body [
 		body = []byte{}
 	}
 	cn.publishing.Add(1)
-	tok := cn.client.Publish(topicPrefix+rid, 1, false, body)
-	done := tok.Done()
+	var tok mqtt.Token
+	started := cn.startPublish(topicPrefix+rid, body)
+	var done <-chan struct{}
 	acked := false
 	defer func() {
 		if !acked {
@@ -245,6 +281,8 @@ func (cn *mqttConn) request(ctx context.Context, topicPrefix, rid string, body [
 	}()
 	for {
 		select {
+		case tok = <-started:
+			started, done = nil, tok.Done()
 		case r := <-ch:
 			return r, nil
 		case <-done:
@@ -265,7 +303,14 @@ func (cn *mqttConn) request(ctx context.Context, topicPrefix, rid string, body [
 func (cn *mqttConn) publish(ctx context.Context, topic string, body []byte) error {
 	cn.publishing.Add(1)
 	defer cn.publishing.Add(-1)
-	tok := cn.client.Publish(topic, 1, false, body)
+	var tok mqtt.Token
+	select {
+	case tok = <-cn.startPublish(topic, body):
+	case <-cn.lost:
+		return cn.err()
+	case <-ctx.Done():
+		return ctx.Err()
+	}
 	if err := waitToken(ctx, tok, writeTimeout+pingTimeout, cn.lost); err != nil {
 		if errors.Is(err, errConnLost) {
 			return cn.err()
@@ -273,6 +318,20 @@ func (cn *mqttConn) publish(ctx context.Context, topic string, body []byte) erro
 		return cn.publishFailed(err)
 	}
 	return nil
+}
+
+// startPublish hands a QoS 1 publish to paho without waiting for paho to
+// take it: when the connection dies under it, paho's Publish blocks for its
+// write timeout (nobody reads its queue any more), and the caller must not.
+// The goroutine is counted in cn.pubs, which Client.Run waits for.
+func (cn *mqttConn) startPublish(topic string, body []byte) <-chan mqtt.Token {
+	ch := make(chan mqtt.Token, 1)
+	cn.pubs.Add(1)
+	go func() {
+		defer cn.pubs.Done()
+		ch <- cn.client.Publish(topic, 1, false, body)
+	}()
+	return ch
 }
 
 // publishFailed interprets a failed publish. paho reports the end of a
@@ -308,18 +367,24 @@ func (cn *mqttConn) err() error {
 	return cn.lostErr
 }
 
-// quiesce waits until every publish on the connection has been
-// acknowledged (the broker has read all we sent), up to timeout. The caller
-// has retired the connection, so no new publishes start. A broker that drops
-// a connection with unread input resets it, and the reset discards what the
-// broker had already sent us (method requests): quiescing first turns the
-// takeover into an orderly close.
-func (cn *mqttConn) quiesce(ctx context.Context, timeout time.Duration) bool {
-	deadline := time.Now().Add(timeout)
-	for cn.publishing.Load() > 0 {
-		if !cn.alive() || ctx.Err() != nil || time.Now().After(deadline) {
+// idle reports whether nothing is in flight on the connection: no method
+// request waiting for its handler or its answer's PUBACK, no publish waiting
+// for its PUBACK. edgeHub closes a connection as soon as its successor is
+// bound and fails the method calls still waiting on it (504), so a token
+// renewal connects again only at such a moment.
+func (cn *mqttConn) idle() bool {
+	return cn.calls.Load() == 0 && cn.publishing.Load() == 0
+}
+
+// waitIdle waits until the connection is idle (or gone), ctx is done or
+// deadline passes; it reports whether the connection is idle or gone.
+func (cn *mqttConn) waitIdle(ctx context.Context, deadline time.Time) bool {
+	for !cn.idle() && cn.alive() {
+		if ctx.Err() != nil || !time.Now().Before(deadline) {
 			return false
 		}
+		// Polling keeps the counters plain atomics on the hot path; a
+		// millisecond only delays the moment of the renewal.
 		time.Sleep(time.Millisecond)
 	}
 	return true

@@ -211,7 +211,7 @@ func startRun(t *testing.T, ctx context.Context, c *Client) (stop func()) {
 				if err != nil {
 					t.Errorf("Run returned %v", err)
 				}
-			case <-time.After(10 * time.Second):
+			case <-time.After(30 * time.Second): // handlers 2 s, a publish paho holds 10 s
 				t.Errorf("Run did not return after cancel")
 			}
 		})

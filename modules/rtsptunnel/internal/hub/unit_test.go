@@ -186,8 +186,11 @@ func TestRenewalTime(t *testing.T) {
 	t.Parallel()
 	now := time.Now()
 	cn := &mqttConn{issued: now, expiry: now.Add(time.Hour)}
-	if got := renewalTime(cn).Sub(now); got != 48*time.Minute {
-		t.Errorf("renewal after %v, want 48m", got)
+	if got := renewalStart(cn).Sub(now); got != 30*time.Minute {
+		t.Errorf("renewal starts after %v, want 30m", got)
+	}
+	if got := renewalDeadline(cn).Sub(now); got != 54*time.Minute {
+		t.Errorf("renewal deadline after %v, want 54m", got)
 	}
 }
 

@@ -84,6 +84,8 @@ type fileConfig struct {
 	WorkloadSocket      string   `json:"workloadSocket"`
 	ServiceKey          string   `json:"serviceKey"`
 	MaxTokenLifetime    string   `json:"maxTokenLifetime"`
+	TokenCheckInterval  string   `json:"tokenCheckInterval"`
+	NoStoreAndForward   bool     `json:"noStoreAndForward"`
 	TrustedBearerTokens []string `json:"trustedBearerTokens"`
 	AllowNonLoopback    bool     `json:"allowNonLoopback"`
 	Identities          []struct {
@@ -115,9 +117,11 @@ func newFlagSet(s *settings, out io.Writer) *flag.FlagSet {
 	fs.Var(identityList{&o.Identities, false}, "device", "register a device, device[=base64key]; repeatable; the first one is written to device.env")
 	fs.StringVar(&s.serviceKey, "service-key", "", "base64 key of the \"service\" shared access policy (default: kept from the state folder or generated)")
 	fs.DurationVar(&o.MaxTokenLifetime, "max-token-lifetime", 0, "disconnect clients this long after they connect even if their SAS token lasts longer, e.g. 2m (0 = honour the token)")
+	fs.DurationVar(&o.TokenCheckInterval, "token-check-interval", emulator.DefaultTokenCheckInterval, "how often clients whose token expired are disconnected (edgeHub: 5m)")
+	fs.BoolVar(&o.NoStoreAndForward, "no-store-and-forward", false, "behave as edgeHub with storeAndForwardEnabled=false: persistent sessions' subscriptions are not restored on reconnect")
 	fs.Var(stringList{&o.TrustedBearerTokens}, "trusted-bearer-token", "accept \"Authorization: Bearer <token>\" with this token on the REST API (stands in for Entra ID); repeatable")
 	fs.BoolVar(&o.AllowNonLoopback, "allow-nonloopback", false, "allow --addr to be a non-loopback address")
-	fs.StringVar(&s.configPath, "config", "", "JSON file with the same settings (addr, hubHostName, mqttPort, httpsPort, dir, workloadSocket, serviceKey, maxTokenLifetime, trustedBearerTokens, allowNonLoopback, identities: [{deviceId, moduleId, key}]); flags override it")
+	fs.StringVar(&s.configPath, "config", "", "JSON file with the same settings (addr, hubHostName, mqttPort, httpsPort, dir, workloadSocket, serviceKey, maxTokenLifetime, tokenCheckInterval, noStoreAndForward, trustedBearerTokens, allowNonLoopback, identities: [{deviceId, moduleId, key}]); flags override it")
 	fs.StringVar(&s.logLevel, "log-level", "info", "log level: debug, info, warn or error")
 	fs.Usage = func() {
 		fmt.Fprintf(out, `edgeemu: an offline Azure IoT Hub + edgeHub + IoT Edge workload API emulator.
@@ -239,6 +243,16 @@ func (s *settings) applyConfig(fs *flag.FlagSet) error {
 			return fmt.Errorf("--config: maxTokenLifetime: %w", err)
 		}
 		o.MaxTokenLifetime = d
+	}
+	if !set["token-check-interval"] && c.TokenCheckInterval != "" {
+		d, err := time.ParseDuration(c.TokenCheckInterval)
+		if err != nil {
+			return fmt.Errorf("--config: tokenCheckInterval: %w", err)
+		}
+		o.TokenCheckInterval = d
+	}
+	if !set["no-store-and-forward"] && c.NoStoreAndForward {
+		o.NoStoreAndForward = true
 	}
 	if !set["allow-nonloopback"] && c.AllowNonLoopback {
 		o.AllowNonLoopback = true

@@ -1,9 +1,7 @@
 package hub
 
 import (
-	"strings"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	mqtt "github.com/mochi-mqtt/server/v2"
@@ -12,111 +10,80 @@ import (
 	"github.com/rtsptunnel/rtsptunnel/tools/edgeemu/internal/registry"
 )
 
-// conn is one authenticated MQTT connection of an identity.
+// conn is one authenticated MQTT connection of an identity: edgeHub's DeviceConnection, with
+// its own subscriptions and its own pending method calls (edge-hub
+// Microsoft.Azure.Devices.Edge.Hub.Core/ConnectionManager.cs, class DeviceConnection;
+// device/DeviceMessageHandler.cs, methodCallTaskCompletionSources).
 type conn struct {
 	id     registry.ID  // static
 	cl     *mqtt.Client // static
 	info   ConnInfo     // static after authentication (Connects and LastActivity live in Hub.stats)
 	expiry time.Time    // static: when the token (clamped) expires
+	clean  bool         // static: the client asked for a clean session
+	seq    uint64       // static: order of authentication, so a late bind never undoes a newer one
 
 	// out carries hub → device publishes to the writer goroutine, which owns the writes so
 	// a client that stops reading blocks only itself. Closed never; done ends the writer.
 	out  chan packets.Packet
 	done chan struct{} // closed by the OnDisconnect hook
 
-	timer *time.Timer // token expiry; set in OnSessionEstablished, stopped in OnDisconnect
-
-	// qmu orders pushes into out against retire, so that no packet is queued on a
-	// connection after its queue was handed to its successor.
-	qmu     sync.Mutex
-	retired bool // guarded by qmu
-
-	retiredCh  chan struct{} // closed by retire: the writer stops
-	writerDone chan struct{} // closed when writeLoop returns
-	started    atomic.Bool   // writeLoop was started
-
-	// inherited holds the subscription filters of the session this connection takes over
-	// (persistent sessions), from OnSessionEstablish until OnSessionEstablished, when mochi
-	// has moved them into the client's own state. It lets the connection count as
-	// subscribed from the moment it becomes the identity's live one.
-	inherited atomic.Pointer[[]string]
+	mu    sync.Mutex
+	subs  map[string]byte               // guarded by mu: filter → granted QoS
+	calls map[string]chan<- methodReply // guarded by mu: method calls sent here, by $rid; nil once closed
 }
 
-func newConn(id registry.ID, cl *mqtt.Client, info ConnInfo, expiry time.Time) *conn {
+func newConn(id registry.ID, cl *mqtt.Client, info ConnInfo, expiry time.Time, clean bool, seq uint64) *conn {
 	return &conn{
-		id:         id,
-		cl:         cl,
-		info:       info,
-		expiry:     expiry,
-		out:        make(chan packets.Packet, outboundQueue),
-		done:       make(chan struct{}),
-		retiredCh:  make(chan struct{}),
-		writerDone: make(chan struct{}),
+		id:     id,
+		cl:     cl,
+		info:   info,
+		expiry: expiry,
+		clean:  clean,
+		seq:    seq,
+		out:    make(chan packets.Packet, outboundQueue),
+		done:   make(chan struct{}),
+		subs:   map[string]byte{},
+		calls:  map[string]chan<- methodReply{},
 	}
 }
 
-// writeLoop sends queued packets until the connection ends or is retired.
+// writeLoop sends queued packets until the connection ends. A publish at QoS 1 gets the next
+// packet id; it is not tracked or redelivered (the connection ends before a redelivery could
+// matter), and mochi ignores the PUBACK of an id it does not track. The ids are not taken from
+// mochi's in-flight table on purpose: mochi checks the client's own SUBSCRIBE ids against that
+// table and refuses a clash (0x91), although MQTT keeps the two directions' ids apart.
 func (c *conn) writeLoop() {
-	defer close(c.writerDone)
+	var pid uint16
 	for {
 		select {
-		case <-c.retiredCh: // before taking another packet
-			return
-		default:
-		}
-		select {
 		case pk := <-c.out:
+			if pk.FixedHeader.Qos > 0 {
+				if pid++; pid == 0 {
+					pid = 1
+				}
+				pk.PacketID = pid
+			}
 			if err := c.cl.WritePacket(pk); err != nil {
 				c.cl.Stop(err)
 				return
 			}
 		case <-c.done:
 			return
-		case <-c.retiredCh:
-			return
 		}
 	}
 }
 
-// retire ends a connection that another one of the same identity takes over: later sends
-// fail, the writer stops after the packet it is writing (waiting at most wait for it), and
-// the packets still queued are returned, in order, for the successor. The caller then stops
-// the client.
-func (c *conn) retire(wait time.Duration) []packets.Packet {
-	c.qmu.Lock()
-	if c.retired {
-		c.qmu.Unlock()
-		return nil
-	}
-	c.retired = true
-	c.qmu.Unlock()
-	close(c.retiredCh)
-	if c.started.Load() {
-		t := time.NewTimer(wait)
-		select {
-		case <-c.writerDone:
-		case <-t.C: // blocked on a client that does not read; Stop will end it
-		}
-		t.Stop()
-	}
-	var left []packets.Packet
-	for {
-		select {
-		case pk := <-c.out:
-			left = append(left, pk)
-		default:
-			return left
-		}
-	}
-}
-
-// send queues a QoS 0 publish to the client. It never blocks: a full queue disconnects the
-// client. IoT Hub delivers method requests, twin responses and desired-property
-// notifications at QoS 0 to a client subscribed at QoS 0 and, we assume, the same to one
-// subscribed at QoS 1; QoS 0 keeps the emulator free of redelivery state.
+// send queues a publish to the client at the QoS edgeHub uses, 1, capped by the QoS of the
+// client's matching subscription (MQTT 3.1.1 §3.8.4; edgeHub delivers through the
+// ProtocolGateway at the subscription's QoS). It never blocks: a full queue disconnects the
+// client. It fails once the connection has ended.
 func (c *conn) send(topic string, payload []byte) bool {
+	qos, ok := c.subscriptionQoS(topic)
+	if !ok {
+		return false
+	}
 	return c.queue(packets.Packet{
-		FixedHeader: packets.FixedHeader{Type: packets.Publish},
+		FixedHeader: packets.FixedHeader{Type: packets.Publish, Qos: min(qos, 1)},
 		TopicName:   topic,
 		Payload:     payload,
 	})
@@ -124,11 +91,6 @@ func (c *conn) send(topic string, payload []byte) bool {
 
 // queue is send for a ready packet.
 func (c *conn) queue(pk packets.Packet) bool {
-	c.qmu.Lock()
-	defer c.qmu.Unlock()
-	if c.retired {
-		return false
-	}
 	select {
 	case <-c.done:
 		return false
@@ -145,42 +107,108 @@ func (c *conn) queue(pk packets.Packet) bool {
 	}
 }
 
-// subscribed reports whether one of the client's subscriptions (or those it is inheriting)
-// matches topic.
-func (c *conn) subscribed(topic string) bool {
-	for filter := range c.cl.State.Subscriptions.GetAll() {
+// subscriptionQoS returns the highest QoS among the subscriptions matching topic.
+func (c *conn) subscriptionQoS(topic string) (qos byte, ok bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for filter, q := range c.subs {
 		if topicMatch(filter, topic) {
-			return true
+			qos, ok = max(qos, q), true
 		}
 	}
-	if inh := c.inherited.Load(); inh != nil {
-		for _, filter := range *inh {
-			if topicMatch(filter, topic) {
-				return true
-			}
-		}
-	}
-	return false
+	return qos, ok
 }
 
-// hasFilter reports whether the client has (or is inheriting) exactly this filter.
+// subscribed reports whether one of the connection's subscriptions matches topic.
+func (c *conn) subscribed(topic string) bool {
+	_, ok := c.subscriptionQoS(topic)
+	return ok
+}
+
+// hasFilter reports whether the connection has exactly this filter.
 func (c *conn) hasFilter(filter string) bool {
-	if _, ok := c.cl.State.Subscriptions.Get(filter); ok {
-		return true
-	}
-	if inh := c.inherited.Load(); inh != nil {
-		for _, f := range *inh {
-			if f == filter {
-				return true
-			}
-		}
-	}
-	return false
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	_, ok := c.subs[filter]
+	return ok
 }
 
-// handedOver reports whether a packet queued for a retired connection goes to its
-// successor: method requests and desired-property pushes do; twin responses answer a
-// request of the old connection and are dropped (the device repeats the request).
-func handedOver(pk packets.Packet) bool {
-	return !strings.HasPrefix(pk.TopicName, "$iothub/twin/res/")
+// subscribe records granted filters; a filter already present keeps the new QoS.
+func (c *conn) subscribe(filters map[string]byte) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for f, q := range filters {
+		c.subs[f] = q
+	}
+}
+
+// restore adds a persistent session's filters the client has not subscribed to itself since.
+func (c *conn) restore(filters map[string]byte) int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	n := 0
+	for f, q := range filters {
+		if _, ok := c.subs[f]; !ok {
+			c.subs[f] = q
+			n++
+		}
+	}
+	return n
+}
+
+func (c *conn) unsubscribe(filters []string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for _, f := range filters {
+		delete(c.subs, f)
+	}
+}
+
+// addCall registers a method call sent on this connection; false once it has closed.
+func (c *conn) addCall(rid string, ch chan<- methodReply) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.calls == nil {
+		return false
+	}
+	c.calls[rid] = ch
+	return true
+}
+
+// takeCall removes and returns the call waiting for rid's answer on this connection.
+func (c *conn) takeCall(rid string) (chan<- methodReply, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	ch, ok := c.calls[rid]
+	delete(c.calls, rid)
+	return ch, ok
+}
+
+// closeCalls completes every call still waiting on this connection as a gateway timeout at
+// once, as edgeHub does when a DeviceMessageHandler closes: its InvokeMethodAsync waits with
+// Task.Delay(ResponseTimeout, handlerClosed.Token), and the cancelled delay is taken for the
+// timeout (edge-hub Microsoft.Azure.Devices.Edge.Hub.Core/device/DeviceMessageHandler.cs).
+// It returns how many calls it completed.
+func (c *conn) closeCalls() int {
+	c.mu.Lock()
+	calls := c.calls
+	c.calls = nil
+	c.mu.Unlock()
+	for _, ch := range calls {
+		select {
+		case ch <- methodReply{closed: true}:
+		default:
+		}
+	}
+	return len(calls)
+}
+
+// closed reports whether the connection has ended.
+func (c *conn) closed() bool {
+	select {
+	case <-c.done:
+		return true
+	default:
+		return c.cl.Closed()
+	}
 }

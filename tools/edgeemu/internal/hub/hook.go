@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
+	"strconv"
 	"strings"
 	"time"
 
@@ -27,19 +29,27 @@ func (k *hook) ID() string { return "iothub" }
 
 func (k *hook) Provides(b byte) bool {
 	return bytes.Contains([]byte{
-		mqtt.OnConnect, mqtt.OnConnectAuthenticate, mqtt.OnACLCheck, mqtt.OnSessionEstablish,
-		mqtt.OnSessionEstablished, mqtt.OnDisconnect, mqtt.OnSubscribed, mqtt.OnUnsubscribed,
+		mqtt.OnConnect, mqtt.OnConnectAuthenticate, mqtt.OnACLCheck, mqtt.OnSessionEstablished, mqtt.OnDisconnect, mqtt.OnSubscribed, mqtt.OnUnsubscribed,
 		mqtt.OnPublish, mqtt.OnPublished, mqtt.OnPacketRead,
 	}, []byte{b})
 }
 
 // OnConnect refuses MQTT 5: IoT Hub speaks 3.1.1 (3.1 is refused by mochi's minimum version).
+//
+// It also gives every connection its own mochi client id, so that mochi never takes a
+// session over by itself: mochi would close the old connection before CONNACK and move the
+// subscriptions at once, where edgeHub closes it after CONNACK and restores the subscriptions
+// later (see bind). The emulator keeps persistent sessions itself (Hub.sessions).
 func (k *hook) OnConnect(cl *mqtt.Client, pk packets.Packet) error {
 	if pk.ProtocolVersion == 5 {
 		_ = k.h.srv.SendConnack(cl, packets.ErrUnsupportedProtocolVersion, false, nil)
 		k.h.log.Info("connection refused", "client_id", pk.Connect.ClientIdentifier, "reason", "MQTT 5 is not supported")
 		return packets.ErrUnsupportedProtocolVersion
 	}
+	cl.ID = pk.Connect.ClientIdentifier + "#" + strconv.FormatUint(k.h.connSeq.Add(1), 10)
+	// mochi forgets a clean session's client when it disconnects; the session that matters
+	// (subscriptions) is kept by the hub.
+	cl.Properties.Clean = true
 	return nil
 }
 
@@ -115,7 +125,7 @@ func (h *Hub) authenticate(cl *mqtt.Client, pk packets.Packet) (*conn, error) {
 		ConnectedAt:         now,
 		TokenExpiry:         expiry,
 	}
-	return newConn(id, cl, info, expiry), nil
+	return newConn(id, cl, info, expiry, pk.Connect.Clean, h.connSeq.Add(1)), nil
 }
 
 // sameResource compares SAS resources: the host name case-insensitively (DNS), the path exactly.
@@ -125,43 +135,48 @@ func sameResource(got, want string) bool {
 	return strings.EqualFold(gh, wh) && gp == wp
 }
 
-// OnSessionEstablish runs after authentication, before CONNACK. It makes this connection the
-// identity's live one, then ends the identity's previous connection before mochi takes its
-// session over (mochi would send that client a DISCONNECT packet, which MQTT 3.1.1 servers do
-// not send; IoT Hub just closes the connection), so that by the time the client sees CONNACK
-// the emulator reports it connected.
-//
-// A takeover leaves no gap in which calls fail: the switch of the live connection is one step
-// under h.mu; a persistent session's subscriptions count for the new connection from that step
-// on (mochi moves them only after this hook); calls routed from then on wait in the new
-// connection's queue until CONNACK; and the old connection's writer is stopped after the packet
-// it is writing, its queued method requests and desired pushes moving to the new connection.
-func (k *hook) OnSessionEstablish(cl *mqtt.Client, pk packets.Packet) {
+// OnSessionEstablished runs after CONNACK, where edgeHub binds the new connection
+// (edge-hub Microsoft.Azure.Devices.Edge.Hub.Mqtt/MessagingServiceClient.cs,
+// BindMessagingChannel, after the ProtocolGateway's CompleteConnect): see bind.
+func (k *hook) OnSessionEstablished(cl *mqtt.Client, _ packets.Packet) {
 	h := k.h
-	prev, ok := h.srv.Clients.Get(cl.ID)
-	if !ok || prev == cl {
-		prev = nil
-	}
 	h.mu.Lock()
 	c := h.byClient[cl]
-	if c == nil {
+	if c == nil || h.closing {
 		h.mu.Unlock()
-		if prev != nil && !prev.Closed() {
-			prev.Stop(errTakenOver)
-		}
 		return
 	}
-	var old *conn
-	if prev != nil {
-		old = h.byClient[prev]
-		// mochi carries the subscriptions over unless either side asked for a clean session.
-		if !pk.Connect.Clean && !prev.Properties.Clean {
-			var filters []string
-			for f := range prev.State.Subscriptions.GetAll() {
-				filters = append(filters, f)
-			}
-			c.inherited.Store(&filters)
-		}
+	h.wg.Add(1)
+	h.mu.Unlock()
+	go func() {
+		defer h.wg.Done()
+		c.writeLoop()
+	}()
+	h.bind(c)
+}
+
+// bind makes c its identity's live connection, as edgeHub's
+// DeviceMessageHandler.BindDeviceProxyAsync → ConnectionManager.AddDeviceConnection does
+// (edge-hub Microsoft.Azure.Devices.Edge.Hub.Core/device/DeviceMessageHandler.cs and
+// ConnectionManager.cs): the new DeviceConnection starts with no subscriptions and replaces
+// the old one at once; the old one is closed afterwards, asynchronously (its pending method
+// calls complete as 504 then), and only after that are a persistent session's subscriptions
+// restored from the session store, and only with store and forward on (the initWhenBound
+// action of MessagingServiceClient.BindMessagingChannel; SessionStatePersistenceProvider.cs
+// stores nothing without store and forward, MqttModule.cs). Between the switch and the restore
+// the identity is connected without subscriptions: a method call then gets 404 at once.
+func (h *Hub) bind(c *conn) {
+	h.mu.Lock()
+	if c.closed() {
+		h.mu.Unlock()
+		return
+	}
+	prev := h.live[c.id]
+	if prev != nil && prev.seq > c.seq {
+		// A newer connection of the identity is bound already.
+		h.mu.Unlock()
+		c.cl.Stop(errTakenOver)
+		return
 	}
 	h.live[c.id] = c
 	st := h.stats[c.id]
@@ -173,66 +188,54 @@ func (k *hook) OnSessionEstablish(cl *mqtt.Client, pk packets.Packet) {
 	*st = c.info
 	st.Connects = connects
 	st.LastActivity = c.info.ConnectedAt
-	c.timer = time.AfterFunc(c.expiry.Sub(h.cfg.Now()), func() {
-		h.log.Info("token expired, disconnecting", "device", c.id.Device, "module", c.id.Module,
-			"expiry", c.expiry.UTC().Format(time.RFC3339))
-		cl.Stop(errTokenExpired)
-	})
+	var restore map[string]byte
+	switch {
+	case c.clean:
+		delete(h.sessions, c.id) // a clean session discards the stored one
+	case !h.cfg.NoStoreAndForward:
+		restore = maps.Clone(h.sessions[c.id])
+	}
 	h.notifyLocked()
 	h.mu.Unlock()
 
-	if prev == nil || prev.Closed() {
-		return
-	}
-	var left []packets.Packet
-	if old != nil {
-		left = old.retire(retireWait)
-	}
-	prev.Stop(errTakenOver)
-	moved := 0
-	for _, p := range left {
-		if handedOver(p) && c.queue(p) {
-			moved++
-		}
-	}
-	if moved > 0 {
-		h.log.Debug("queued messages handed to the new connection", "device", c.id.Device, "module", c.id.Module, "messages", moved)
-	}
-}
-
-// retireWait bounds how long a takeover waits for the old connection's writer to finish the
-// packet it is writing.
-const retireWait = 500 * time.Millisecond
-
-// OnSessionEstablished runs after CONNACK: only now may the hub send the client anything, so
-// the writer starts here (messages queued since OnSessionEstablish wait in the queue).
-func (k *hook) OnSessionEstablished(cl *mqtt.Client, _ packets.Packet) {
-	h := k.h
-	h.mu.Lock()
-	c := h.byClient[cl]
-	if c == nil {
-		h.mu.Unlock()
-		return
-	}
-	connects := h.stats[c.id].Connects
-	c.inherited.Store(nil) // mochi has moved the inherited subscriptions into cl.State by now
-	c.started.Store(true)
-	h.wg.Add(1)
-	h.mu.Unlock()
-	go func() {
-		defer h.wg.Done()
-		c.writeLoop()
-	}()
 	h.log.Info("client connected",
 		"device", c.id.Device, "module", c.id.Module,
 		"model_id", c.info.ModelID, "api_version", c.info.APIVersion,
 		"nonstandard_username", c.info.NonstandardUsername,
 		"transport", c.info.Transport, "remote", c.info.Remote,
-		"clean_session", cl.Properties.Clean, "keepalive", cl.State.Keepalive,
+		"clean_session", c.clean, "keepalive", c.cl.State.Keepalive,
 		"token_expiry", c.expiry.UTC().Format(time.RFC3339), "connects", connects)
+
+	if (prev == nil || prev == c) && len(restore) == 0 {
+		return
+	}
+	h.wg.Add(1)
+	stage := func(string) {}
+	if h.cfg.takeoverStage != nil {
+		stage = h.cfg.takeoverStage
+	}
+	go func() {
+		defer h.wg.Done()
+		defer stage("done")
+		stage("close")
+		if prev != nil && prev != c {
+			prev.cl.Stop(errTakenOver)
+			if n := prev.closeCalls(); n > 0 {
+				h.log.Info("method calls pending on the replaced connection answered 504",
+					"device", c.id.Device, "module", c.id.Module, "calls", n)
+			}
+		}
+		stage("restore")
+		if len(restore) > 0 && !c.closed() {
+			n := c.restore(restore)
+			h.log.Debug("persistent session subscriptions restored", "device", c.id.Device, "module", c.id.Module, "filters", n)
+			h.notify()
+		}
+	}()
 }
 
-// OnDisconnect retires the connection.
+// OnDisconnect retires the connection: it stops being the live one, and the method calls
+// still waiting for its answers complete as 504 at once (see closeCalls).
 func (k *hook) OnDisconnect(cl *mqtt.Client, err error, _ bool) {
 	h := k.h
 	h.mu.Lock()
@@ -248,12 +251,10 @@ func (k *hook) OnDisconnect(cl *mqtt.Client, err error, _ bool) {
 			st.LastActivity = h.cfg.Now()
 		}
 	}
-	if c.timer != nil {
-		c.timer.Stop()
-	}
 	close(c.done)
 	h.notifyLocked()
 	h.mu.Unlock()
+	c.closeCalls()
 
 	reason := "connection closed by the client"
 	switch cause := cl.StopCause(); {
@@ -287,6 +288,25 @@ func (k *hook) OnACLCheck(cl *mqtt.Client, topic string, write bool) bool {
 	return false
 }
 
+// updateSession records a persistent session's subscription changes in the session store
+// (edgeHub's SessionStateStoragePersistenceProvider.SetAsync).
+func (h *Hub) updateSession(c *conn, added map[string]byte, removed []string) {
+	if c.clean {
+		return
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	s := h.sessions[c.id]
+	if s == nil {
+		s = map[string]byte{}
+		h.sessions[c.id] = s
+	}
+	maps.Copy(s, added)
+	for _, f := range removed {
+		delete(s, f)
+	}
+}
+
 func (h *Hub) conn(cl *mqtt.Client) *conn {
 	h.mu.Lock()
 	defer h.mu.Unlock()
@@ -300,6 +320,14 @@ func (k *hook) OnSubscribed(cl *mqtt.Client, pk packets.Packet, codes []byte) {
 	if c == nil {
 		return
 	}
+	grantedQoS := map[string]byte{}
+	for i, f := range pk.Filters {
+		if i < len(codes) && codes[i] < 0x80 {
+			grantedQoS[f.Filter] = codes[i]
+		}
+	}
+	c.subscribe(grantedQoS)
+	h.updateSession(c, grantedQoS, nil)
 	for i, f := range pk.Filters {
 		granted := i < len(codes) && codes[i] < 0x80
 		lvl := slog.LevelInfo
@@ -319,6 +347,12 @@ func (k *hook) OnUnsubscribed(cl *mqtt.Client, pk packets.Packet) {
 	if c == nil {
 		return
 	}
+	var filters []string
+	for _, f := range pk.Filters {
+		filters = append(filters, f.Filter)
+	}
+	c.unsubscribe(filters)
+	h.updateSession(c, nil, filters)
 	for _, f := range pk.Filters {
 		h.log.Info("unsubscribe", "device", c.id.Device, "module", c.id.Module, "filter", f.Filter)
 	}

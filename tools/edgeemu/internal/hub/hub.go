@@ -54,11 +54,29 @@ type Config struct {
 	// MaxTokenLifetime, when positive, disconnects a client at most this long after it
 	// connected even if its SAS token lasts longer (to exercise token renewal).
 	MaxTokenLifetime time.Duration
+	// TokenCheckInterval is how often token expiry is checked: a client whose token has
+	// expired is disconnected at the next check. Zero means 5 minutes, edgeHub's
+	// reauthentication period (edge-hub Microsoft.Azure.Devices.Edge.Hub.Core/
+	// ConnectionReauthenticator.cs, reauthenticateFrequency); tests shorten it.
+	TokenCheckInterval time.Duration
+	// NoStoreAndForward is edgeHub with storeAndForwardEnabled=false: the subscriptions of a
+	// persistent session (CleanSession=0) are not restored when the client connects again
+	// (edge-hub Microsoft.Azure.Devices.Edge.Hub.Service/modules/MqttModule.cs picks
+	// SessionStatePersistenceProvider, which stores nothing).
+	NoStoreAndForward bool
 	// Logger receives connects, disconnects, subscriptions, method calls and twin changes.
 	Logger *slog.Logger
 	// Now returns the current time; nil means time.Now.
 	Now func() time.Time
+
+	// takeoverStage, when set, is called by bind's asynchronous part at each stage
+	// ("close": before closing the old connection; "restore": before restoring the
+	// session's subscriptions; "done"), so that tests can hold a window open.
+	takeoverStage func(stage string)
 }
+
+// DefaultTokenCheckInterval is edgeHub's reauthentication period.
+const DefaultTokenCheckInterval = 5 * time.Minute
 
 // Hub is the emulated IoT Hub device endpoint. Create it with New; Close it once.
 type Hub struct {
@@ -69,21 +87,22 @@ type Hub struct {
 	ctx    context.Context // canceled by Close
 	cancel context.CancelFunc
 
-	rid atomic.Uint64 // method request ids
+	rid     atomic.Uint64 // method request ids
+	connSeq atomic.Uint64 // connection numbers (mochi client ids, bind order)
 
 	desiredMu sync.Mutex // serialises desired patches so pushes arrive in version order
 
 	wg sync.WaitGroup // accept loops, connection handlers and per-client writers
 
 	mu        sync.Mutex
-	closing   bool                              // guarded by mu
-	listeners []net.Listener                    // guarded by mu
-	raw       map[net.Conn]struct{}             // guarded by mu; accepted connections not yet closed
-	byClient  map[*mqtt.Client]*conn            // guarded by mu; authenticated clients
-	live      map[registry.ID]*conn             // guarded by mu; the current connection of each identity
-	stats     map[registry.ID]*ConnInfo         // guarded by mu; per identity, survives disconnects
-	pending   map[pendingKey]chan<- methodReply // guarded by mu; method calls awaiting a response
-	changed   chan struct{}                     // guarded by mu; closed and replaced on every state change
+	closing   bool                            // guarded by mu
+	listeners []net.Listener                  // guarded by mu
+	raw       map[net.Conn]struct{}           // guarded by mu; accepted connections not yet closed
+	byClient  map[*mqtt.Client]*conn          // guarded by mu; authenticated clients
+	live      map[registry.ID]*conn           // guarded by mu; the current connection of each identity
+	stats     map[registry.ID]*ConnInfo       // guarded by mu; per identity, survives disconnects
+	sessions  map[registry.ID]map[string]byte // guarded by mu; persistent sessions' filters → QoS
+	changed   chan struct{}                   // guarded by mu; closed and replaced on every state change
 }
 
 // New creates the hub and starts its broker. It does not listen: hand it connections with
@@ -97,6 +116,9 @@ func New(cfg Config) (*Hub, error) {
 	}
 	if cfg.Now == nil {
 		cfg.Now = time.Now
+	}
+	if cfg.TokenCheckInterval <= 0 {
+		cfg.TokenCheckInterval = DefaultTokenCheckInterval
 	}
 	caps := mqtt.NewDefaultServerCapabilities()
 	caps.MaximumPacketSize = maxPacketSize
@@ -114,7 +136,7 @@ func New(cfg Config) (*Hub, error) {
 		byClient: map[*mqtt.Client]*conn{},
 		live:     map[registry.ID]*conn{},
 		stats:    map[registry.ID]*ConnInfo{},
-		pending:  map[pendingKey]chan<- methodReply{},
+		sessions: map[registry.ID]map[string]byte{},
 		changed:  make(chan struct{}),
 	}
 	h.srv = mqtt.New(&mqtt.Options{
@@ -133,7 +155,41 @@ func New(cfg Config) (*Hub, error) {
 		cancel()
 		return nil, fmt.Errorf("failed to start broker: %w", err)
 	}
+	h.wg.Add(1)
+	go func() {
+		defer h.wg.Done()
+		h.checkTokens()
+	}()
 	return h, nil
+}
+
+// checkTokens disconnects, every TokenCheckInterval, the clients whose token has expired, as
+// edgeHub's ConnectionReauthenticator does (a client is not dropped the moment its token
+// expires, but at the next check).
+func (h *Hub) checkTokens() {
+	t := time.NewTicker(h.cfg.TokenCheckInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-h.ctx.Done():
+			return
+		case <-t.C:
+		}
+		now := h.cfg.Now()
+		var expired []*conn
+		h.mu.Lock()
+		for _, c := range h.byClient {
+			if !c.expiry.After(now) {
+				expired = append(expired, c)
+			}
+		}
+		h.mu.Unlock()
+		for _, c := range expired {
+			h.log.Info("token expired, disconnecting", "device", c.id.Device, "module", c.id.Module,
+				"expiry", c.expiry.UTC().Format(time.RFC3339))
+			c.cl.Stop(errTokenExpired)
+		}
+	}
 }
 
 // Close disconnects every client, stops the accept loops started by Serve and waits for all
@@ -325,7 +381,7 @@ func (h *Hub) Info(id registry.ID) (info ConnInfo, ok bool) {
 // whose CONNACK could not be written never reaches OnDisconnect, hence the Closed check.
 func (h *Hub) liveLocked(id registry.ID) *conn {
 	c := h.live[id]
-	if c == nil || c.cl.Closed() {
+	if c == nil || c.closed() {
 		return nil
 	}
 	return c

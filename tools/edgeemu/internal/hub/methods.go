@@ -39,14 +39,10 @@ type MethodResponse struct {
 	Payload json.RawMessage
 }
 
-type pendingKey struct {
-	id  registry.ID
-	rid string
-}
-
 type methodReply struct {
 	status  int
 	payload []byte
+	closed  bool // the connection closed before answering
 }
 
 // InvokeMethod calls a direct method as IoT Hub does: it publishes
@@ -94,36 +90,30 @@ func (h *Hub) invoke(ctx context.Context, req MethodRequest) (MethodResponse, er
 	}
 	topic := "$iothub/methods/POST/" + req.Method + "/?$rid="
 
-	c, err := h.waitOnline(ctx, id, topic, req.ConnectTimeout)
+	c, err := h.route(ctx, id, topic, req.ConnectTimeout)
 	if err != nil {
 		return MethodResponse{}, err
 	}
+	// The call belongs to the connection it is sent on: only an answer on that connection
+	// completes it, and it fails when that connection closes (edge-hub
+	// Microsoft.Azure.Devices.Edge.Hub.Core/device/DeviceMessageHandler.cs, InvokeMethodAsync).
 	rid := strconv.FormatUint(h.rid.Add(1), 10)
-	key := pendingKey{id, rid}
 	ch := make(chan methodReply, 1)
-	h.mu.Lock()
-	h.pending[key] = ch
-	h.mu.Unlock()
-	defer func() {
-		h.mu.Lock()
-		delete(h.pending, key)
-		h.mu.Unlock()
-	}()
-	// A takeover may retire the connection between the lookup and the send: the request then
-	// goes to the successor, which is already the live connection.
-	for attempt := 0; !c.send(topic+rid, compact.Bytes()); attempt++ {
-		if attempt == 2 {
-			return MethodResponse{}, errNotOnline(req.ConnectTimeout)
-		}
-		if c, err = h.waitOnline(ctx, id, topic, req.ConnectTimeout); err != nil {
-			return MethodResponse{}, err
-		}
+	if !c.addCall(rid, ch) {
+		return MethodResponse{}, errGatewayTimeout(respTimeout)
+	}
+	defer c.takeCall(rid)
+	if !c.send(topic+rid, compact.Bytes()) {
+		return MethodResponse{}, errGatewayTimeout(respTimeout)
 	}
 
 	timer := time.NewTimer(respTimeout)
 	defer timer.Stop()
 	select {
 	case r := <-ch:
+		if r.closed {
+			return MethodResponse{}, errGatewayTimeout(respTimeout)
+		}
 		if len(r.payload) > MaxMethodPayload {
 			// Not verified against IoT Hub, which documents the limit but not the error.
 			return MethodResponse{}, errTooLarge("The method response payload is %d bytes; the limit is %d.", len(r.payload), MaxMethodPayload)
@@ -138,17 +128,24 @@ func (h *Hub) invoke(ctx context.Context, req MethodRequest) (MethodResponse, er
 	}
 }
 
-// waitOnline returns the identity's connection once it is subscribed to topic, waiting up to
-// connectTimeout.
-func (h *Hub) waitOnline(ctx context.Context, id registry.ID, topic string, connectTimeout time.Duration) (*conn, error) {
+// route returns the connection a method call goes to. A call that finds the identity
+// connected without a subscription to topic is answered 404 at once: edgeHub's
+// InvokeMethodHandler queues it for the call's connect timeout, and calls from the cloud
+// carry 0 (edge-hub Microsoft.Azure.Devices.Edge.Hub.Core/InvokeMethodHandler.cs, InvokeMethod
+// and GetDeviceProxyWithSubscription). A call that finds it not connected waits up to
+// connectTimeout for a subscribed connection, as IoT Hub does for an offline device.
+func (h *Hub) route(ctx context.Context, id registry.ID, topic string, connectTimeout time.Duration) (*conn, error) {
 	deadline := time.Now().Add(connectTimeout)
-	for {
+	for first := true; ; first = false {
 		h.mu.Lock()
 		c := h.liveLocked(id)
 		ch := h.changed
 		h.mu.Unlock()
 		if c != nil && c.subscribed(topic) {
 			return c, nil
+		}
+		if c != nil && first {
+			return nil, errNotOnline(0)
 		}
 		wait := time.Until(deadline)
 		if wait <= 0 {
@@ -195,11 +192,11 @@ func (h *Hub) methodResponse(c *conn, topic string, payload []byte) {
 		h.log.Warn("bad method response", "device", c.id.Device, "module", c.id.Module, "error", err)
 		return
 	}
-	h.mu.Lock()
-	ch, ok := h.pending[pendingKey{c.id, rid}]
-	h.mu.Unlock()
+	ch, ok := c.takeCall(rid)
 	if !ok {
-		// IoT Hub drops answers to calls that timed out or never existed.
+		// edgeHub drops answers to calls that timed out, never existed or were sent on
+		// another connection: "No request found for method invoke response"
+		// (edge-hub Microsoft.Azure.Devices.Edge.Hub.Core/device/DeviceMessageHandler.cs).
 		h.log.Info("method response for no pending call", "device", c.id.Device, "module", c.id.Module, "rid", rid, "status", status)
 		return
 	}
