@@ -45,7 +45,7 @@ var (
 	testPPS = []byte{0x68, 0xcb, 0x8c, 0xb2}
 )
 
-func testContext(t *testing.T) context.Context {
+func testContext(t testing.TB) context.Context {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	t.Cleanup(cancel)
@@ -54,7 +54,7 @@ func testContext(t *testing.T) context.Context {
 
 // checkGoroutines fails the test if goroutines it started outlive it.
 // Call it first, so that its cleanup runs last.
-func checkGoroutines(t *testing.T) {
+func checkGoroutines(t testing.TB) {
 	t.Helper()
 	before := runtime.NumGoroutine()
 	t.Cleanup(func() {
@@ -71,7 +71,7 @@ func checkGoroutines(t *testing.T) {
 	})
 }
 
-func waitFor(ctx context.Context, t *testing.T, what string, cond func() bool) {
+func waitFor(ctx context.Context, t testing.TB, what string, cond func() bool) {
 	t.Helper()
 	tick := time.NewTicker(5 * time.Millisecond)
 	defer tick.Stop()
@@ -101,8 +101,19 @@ func (s *syncBuffer) String() string {
 	return s.b.String()
 }
 
+// profile is what a camera sends: an IDR frame of idr bytes every gop
+// frames, p bytes for the others, a frame every interval.
+type profile struct {
+	idr, p, gop int
+	interval    time.Duration
+}
+
+// testProfile is small and fast: 50 frames a second, a keyframe in 10.
+var testProfile = profile{idr: 4000, p: 300, gop: 10, interval: 20 * time.Millisecond}
+
 // camera is an RTSP camera sending one video format on /stream.
 type camera struct {
+	prof   profile
 	srv    *gortsplib.Server
 	stream *gortsplib.ServerStream
 	media  *description.Media
@@ -111,9 +122,9 @@ type camera struct {
 	done   chan struct{}
 }
 
-func newCamera(t *testing.T, forma format.Format) *camera {
+func newCamera(t testing.TB, forma format.Format, prof profile) *camera {
 	t.Helper()
-	c := &camera{media: &description.Media{Type: description.MediaTypeVideo, Formats: []format.Format{forma}}}
+	c := &camera{prof: prof, media: &description.Media{Type: description.MediaTypeVideo, Formats: []format.Format{forma}}}
 	c.srv = &gortsplib.Server{
 		Handler: c, RTSPAddress: "127.0.0.1:0",
 		Listen: func(network, address string) (net.Listener, error) {
@@ -146,7 +157,7 @@ func newCamera(t *testing.T, forma format.Format) *camera {
 // non-IDR frames between. Other formats get opaque packets.
 func (c *camera) write(ctx context.Context, forma format.Format) {
 	defer close(c.done)
-	tick := time.NewTicker(20 * time.Millisecond)
+	tick := time.NewTicker(c.prof.interval)
 	defer tick.Stop()
 	var enc *rtph264.Encoder
 	if h, ok := forma.(*format.H264); ok {
@@ -158,14 +169,14 @@ func (c *camera) write(ctx context.Context, forma format.Format) {
 			return
 		case <-tick.C:
 		}
-		ts := uint32(i * 1800)
+		ts := uint32(i) * uint32(c.prof.interval.Seconds()*90000)
 		if enc == nil {
 			c.stream.WritePacketRTP(c.media, &rtp.Packet{Header: rtp.Header{Version: 2, Marker: true, PayloadType: forma.PayloadType(), SequenceNumber: uint16(i), Timestamp: ts}, Payload: make([]byte, 100)})
 			continue
 		}
-		au := [][]byte{append([]byte{0x41}, bytes.Repeat([]byte{byte(i)}, 300)...)}
-		if i%10 == 0 {
-			au = [][]byte{append([]byte{0x65}, bytes.Repeat([]byte{0xab}, 4000)...)}
+		au := [][]byte{append([]byte{0x41}, bytes.Repeat([]byte{byte(i)}, c.prof.p)...)}
+		if i%c.prof.gop == 0 {
+			au = [][]byte{append([]byte{0x65}, bytes.Repeat([]byte{0xab}, c.prof.idr)...)}
 		}
 		pkts, err := enc.Encode(au)
 		if err != nil {
@@ -208,9 +219,13 @@ func h264Format() *format.H264 {
 	return &format.H264{PayloadTyp: 96, PacketizationMode: 1, SPS: testSPS, PPS: testPPS}
 }
 
-func newEnv(t *testing.T, forma format.Format, ice whep.ICE) *env {
+func newEnv(t testing.TB, forma format.Format, ice whep.ICE) *env {
+	return newEnvWith(t, forma, ice, testProfile)
+}
+
+func newEnvWith(t testing.TB, forma format.Format, ice whep.ICE, prof profile) *env {
 	t.Helper()
-	e := &env{cam: newCamera(t, forma), logs: &syncBuffer{}, reg: prometheus.NewRegistry()}
+	e := &env{cam: newCamera(t, forma, prof), logs: &syncBuffer{}, reg: prometheus.NewRegistry()}
 	var err error
 	if e.m, err = metrics.New(e.reg); err != nil {
 		t.Fatal(err)
@@ -276,7 +291,7 @@ type client struct {
 	session string // the Location
 }
 
-func newClient(t *testing.T, tcp bool) *client {
+func newClient(t testing.TB, tcp bool) *client {
 	t.Helper()
 	me := &webrtc.MediaEngine{}
 	if err := me.RegisterDefaultCodecs(); err != nil {
@@ -317,7 +332,7 @@ func newClient(t *testing.T, tcp bool) *client {
 	return c
 }
 
-func (c *client) offer(t *testing.T) string {
+func (c *client) offer(t testing.TB) string {
 	t.Helper()
 	offer, err := c.pc.CreateOffer(nil)
 	if err != nil {
@@ -332,7 +347,7 @@ func (c *client) offer(t *testing.T) string {
 }
 
 // post sends body to url and returns the status, body and Location.
-func post(t *testing.T, url, token, contentType string, body []byte) (int, string, string) {
+func post(t testing.TB, url, token, contentType string, body []byte) (int, string, string) {
 	t.Helper()
 	req, _ := http.NewRequest(http.MethodPost, url, bytes.NewReader(body))
 	if contentType != "" {
@@ -351,7 +366,7 @@ func post(t *testing.T, url, token, contentType string, body []byte) (int, strin
 }
 
 // play makes c a viewer of camera door.
-func (e *env) play(t *testing.T, c *client) {
+func (e *env) play(t testing.TB, c *client) {
 	t.Helper()
 	status, answer, loc := post(t, e.http.URL+"/whep/door", "alice-token", "application/sdp", []byte(c.offer(t)))
 	if status != http.StatusCreated {
@@ -368,7 +383,7 @@ func (e *env) play(t *testing.T, c *client) {
 
 // frames decodes the client's packets into access units until n
 // keyframes arrived, checking each packet on the way.
-func (c *client) frames(ctx context.Context, t *testing.T, keyframes int) (aus [][][]byte) {
+func (c *client) frames(ctx context.Context, t testing.TB, keyframes int) (aus [][][]byte) {
 	t.Helper()
 	dec := &rtph264.Decoder{PacketizationMode: 1}
 	if err := dec.Init(); err != nil {
@@ -420,7 +435,7 @@ func naluTypes(au [][]byte) []h264.NALUType {
 	return ts
 }
 
-func (e *env) delete(t *testing.T, loc, token string) int {
+func (e *env) delete(t testing.TB, loc, token string) int {
 	t.Helper()
 	req, _ := http.NewRequest(http.MethodDelete, e.http.URL+loc, nil)
 	if token != "" {
