@@ -266,8 +266,9 @@ func (c *Client) Connected() bool {
 // that fails verification before the first successful connect is returned as
 // an error: that is a configuration mistake, not an outage. A connection whose
 // subscription or initial twin read fails is dropped and rebuilt. The token is
-// renewed at 80% of its lifetime by connecting again before the old connection
-// is dropped. Run may be called only once.
+// renewed by connecting again, between 50% and 90% of its lifetime, at a
+// moment when no method call is in flight (see renew and doc.go). Run may be
+// called only once.
 func (c *Client) Run(ctx context.Context) error {
 	if !c.started.CompareAndSwap(false, true) {
 		return errors.New("hub: Run called more than once")
