@@ -3,6 +3,7 @@ package whep
 import (
 	"errors"
 	"fmt"
+	"log/slog"
 	"net"
 	"net/netip"
 
@@ -40,9 +41,9 @@ type network struct {
 	tcpAddr string
 }
 
-// listen opens the ICE sockets and builds the API. On error nothing is
-// left open.
-func (c ICE) listen() (n *network, err error) {
+// listen opens the ICE sockets and builds the API, logging to log. On
+// error nothing is left open.
+func (c ICE) listen(log *slog.Logger) (n *network, err error) {
 	if c.UDPListen == "" && c.TCPListen == "" {
 		return nil, errors.New("whep: neither a UDP nor a TCP ICE address is set")
 	}
@@ -52,7 +53,8 @@ func (c ICE) listen() (n *network, err error) {
 			n.close()
 		}
 	}()
-	se := webrtc.SettingEngine{}
+	logs := pionLogs{log}
+	se := webrtc.SettingEngine{LoggerFactory: logs}
 	// No mDNS: the relay publishes plain addresses, and must send nothing
 	// to multicast groups.
 	se.SetICEMulticastDNSMode(ice.MulticastDNSModeDisabled)
@@ -64,7 +66,7 @@ func (c ICE) listen() (n *network, err error) {
 			return nil, fmt.Errorf("failed to listen on UDP %s: %w", c.UDPListen, err)
 		}
 		n.udpAddr = n.udp.LocalAddr().String()
-		n.udpMux = webrtc.NewICEUDPMux(nil, n.udp)
+		n.udpMux = webrtc.NewICEUDPMux(logs.NewLogger("udpmux"), n.udp)
 		se.SetICEUDPMux(n.udpMux)
 		types = append(types, webrtc.NetworkTypeUDP4, webrtc.NetworkTypeUDP6)
 		hosts = append(hosts, listenHost(n.udp.LocalAddr()))
@@ -75,7 +77,7 @@ func (c ICE) listen() (n *network, err error) {
 			return nil, fmt.Errorf("failed to listen on TCP %s: %w", c.TCPListen, err)
 		}
 		n.tcpAddr = n.tcp.Addr().String()
-		n.tcpMux = webrtc.NewICETCPMux(nil, n.tcp, 64)
+		n.tcpMux = webrtc.NewICETCPMux(logs.NewLogger("tcpmux"), n.tcp, 64)
 		se.SetICETCPMux(n.tcpMux)
 		types = append(types, webrtc.NetworkTypeTCP4, webrtc.NetworkTypeTCP6)
 		hosts = append(hosts, listenHost(n.tcp.Addr()))

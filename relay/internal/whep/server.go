@@ -139,7 +139,7 @@ func (s *Server) Initialize() error {
 		}
 		s.cameras[c.Name] = c
 	}
-	n, err := s.ICE.listen()
+	n, err := s.ICE.listen(s.Logger)
 	if err != nil {
 		return err
 	}

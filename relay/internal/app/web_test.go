@@ -1,0 +1,89 @@
+package app
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"io"
+	"log/slog"
+	"net/http"
+	"os"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/rtsptunnel/rtsptunnel/relay/internal/config"
+)
+
+// TestWebRouting: with WebRTC on, the websocket listener also serves the
+// page, its API and WHEP, and tunnels still reach the websocket handler;
+// with it off, only tunnels are served. The ready line names the page and
+// the ICE listeners.
+func TestWebRouting(t *testing.T) {
+	for _, on := range []bool{true, false} {
+		t.Run(map[bool]string{true: "webrtc on", false: "webrtc off"}[on], func(t *testing.T) {
+			ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+			defer cancel()
+			cfg := config.Default()
+			cfg.WebsocketListen, cfg.MetricsListen, cfg.SelfSigned = "127.0.0.1:0", "", true
+			cfg.IoTHub.ConnectionString = "HostName=h;SharedAccessKeyName=s;SharedAccessKey=a2V5"
+			cfg.AllowAnonymous, cfg.RTSPListen = true, "127.0.0.1:0"
+			cfg.Cameras = []config.Camera{{Name: "c", DeviceID: "d", LocalPort: 554}}
+			if on {
+				cfg.WebRTCUDPListen, cfg.WebRTCTCPListen = "127.0.0.1:0", "127.0.0.1:0"
+			}
+			if err := cfg.Validate(); err != nil {
+				t.Fatal(err)
+			}
+			a := &App{Config: cfg, Logger: slog.New(slog.NewTextHandler(io.Discard, nil)), Registry: prometheus.NewRegistry()}
+			if err := a.Initialize(); err != nil {
+				t.Fatal(err)
+			}
+			defer a.Close()
+			r := a.Ready()
+			base := "https" + strings.TrimPrefix(r.WebsocketURL, "wss")
+			if on != (r.WebURL == base+"/" && r.WebRTCUDPListen != "" && r.WebRTCTCPListen != "") {
+				t.Fatalf("ready line %+v", r)
+			}
+			pem, _ := os.ReadFile(r.CAFile)
+			pool := x509.NewCertPool()
+			pool.AppendCertsFromPEM(pem)
+			tr := &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}}
+			defer tr.CloseIdleConnections()
+			do := func(method, path, auth, ctype, body string) (int, string) {
+				req, _ := http.NewRequestWithContext(ctx, method, base+path, strings.NewReader(body))
+				if auth != "" {
+					req.Header.Set("Authorization", auth)
+				}
+				if ctype != "" {
+					req.Header.Set("Content-Type", ctype)
+				}
+				res, err := (&http.Client{Transport: tr}).Do(req)
+				if err != nil {
+					t.Fatal(err)
+				}
+				defer res.Body.Close()
+				b, _ := io.ReadAll(res.Body)
+				return res.StatusCode, string(b)
+			}
+			if code, _ := do(http.MethodGet, "/tunnels/nope", "Bearer x", "", ""); code != http.StatusUnauthorized {
+				t.Errorf("tunnel with a bad token: %d, want 401", code)
+			}
+			code, body := do(http.MethodGet, "/", "", "", "")
+			if on != (code == http.StatusOK && strings.Contains(body, "<video")) {
+				t.Errorf("GET /: %d", code)
+			}
+			code, body = do(http.MethodGet, "/api/cameras", "", "", "")
+			if on != (code == http.StatusOK && strings.Contains(body, `"name":"c"`)) {
+				t.Errorf("GET /api/cameras: %d %s", code, body)
+			}
+			// An anonymous camera: WHEP answers the malformed offer itself.
+			code, body = do(http.MethodPost, "/whep/c", "", "application/sdp", "hello")
+			if on != (code == http.StatusBadRequest && strings.Contains(body, "not valid SDP")) {
+				t.Errorf("POST /whep/c: %d %s", code, body)
+			}
+		})
+	}
+}
