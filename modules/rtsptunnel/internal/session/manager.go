@@ -253,7 +253,14 @@ func (m *Manager) connect(ctx context.Context, req *request, cfg config) (net.Co
 		if status == 0 {
 			status = http.StatusBadGateway
 		}
-		return nil, nil, &openError{status: status, target: req.redacted, message: "Could not open the websocket to remoteEndpoint", reason: FailRemote, cause: err}
+		// The answer says why, so that the cloud side can tell a proxy's 407
+		// from an untrusted certificate; the cause is token- and URL-free.
+		message := "Could not open the websocket to remoteEndpoint"
+		var de *tunnel.DialError
+		if errors.As(err, &de) && de.Cause != "" {
+			message += ": " + de.Cause
+		}
+		return nil, nil, &openError{status: status, target: req.redacted, message: message, reason: FailRemote, cause: err, summarized: true}
 	}
 	return camera, ws, nil
 }
@@ -291,7 +298,7 @@ func (m *Manager) recordFailure(e *openError, start time.Time) {
 	now := time.Now()
 	m.mu.Lock()
 	m.failed++
-	m.lastError = truncate(e.Error(), maxErrorLen)
+	m.lastError = truncate(e.lastError(), maxErrorLen)
 	m.lastErrorAt = now
 	m.mu.Unlock()
 	m.Metrics.SessionFailed(string(e.reason))

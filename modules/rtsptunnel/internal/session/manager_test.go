@@ -269,7 +269,7 @@ func TestOpenFailures(t *testing.T) {
 			refuse:  401,
 			status:  401,
 			target:  func(h *harness) string { return strings.Replace(h.cloud.URL, "https", "wss", 1) + "/t" },
-			message: "Could not open the websocket to remoteEndpoint",
+			message: "Could not open the websocket to remoteEndpoint: the endpoint answered HTTP 401 Unauthorized",
 			reason:  FailRemote,
 		},
 		{
@@ -277,7 +277,7 @@ func TestOpenFailures(t *testing.T) {
 			refuse:  404,
 			status:  404,
 			target:  func(h *harness) string { return strings.Replace(h.cloud.URL, "https", "wss", 1) + "/t" },
-			message: "Could not open the websocket to remoteEndpoint",
+			message: "Could not open the websocket to remoteEndpoint: the endpoint answered HTTP 404 Not Found",
 			reason:  FailRemote,
 		},
 		{
@@ -285,7 +285,7 @@ func TestOpenFailures(t *testing.T) {
 			endpoint: func(*harness) string { return "wss://" + closedPort + "/t?sig=QUERY-SECRET" },
 			status:   502,
 			target:   func(*harness) string { return "wss://" + closedPort + "/t" },
-			message:  "Could not open the websocket to remoteEndpoint",
+			message:  "Could not open the websocket to remoteEndpoint: the endpoint refused the connection",
 			reason:   FailRemote,
 		},
 		{
@@ -293,7 +293,7 @@ func TestOpenFailures(t *testing.T) {
 			mutate:  func(s *settings.Settings) { s.RemoteCAFile = "" },
 			status:  502,
 			target:  func(h *harness) string { return strings.Replace(h.cloud.URL, "https", "wss", 1) + "/t" },
-			message: "Could not open the websocket to remoteEndpoint",
+			message: "Could not open the websocket to remoteEndpoint: TLS certificate verification failed: x509: certificate signed by unknown authority",
 			reason:  FailRemote,
 		},
 	} {
@@ -316,6 +316,10 @@ func TestOpenFailures(t *testing.T) {
 			snap := h.m.Snapshot()
 			if snap.Summary.Failed != 1 || snap.Summary.LastError == "" || len(snap.Sessions) != 0 {
 				t.Errorf("snapshot = %+v", snap)
+			}
+			// The twin's lastError keeps the cause, not the URL (issue 14 item 9).
+			if tc.reason == FailRemote && snap.Summary.LastError != tc.message {
+				t.Errorf("lastError = %q, want %q", snap.Summary.LastError, tc.message)
 			}
 			// Every reason's series exists from the start (at zero); only this
 			// case's went up.

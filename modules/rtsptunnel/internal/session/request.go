@@ -56,6 +56,18 @@ type openError struct {
 	message string
 	reason  FailReason
 	cause   error // for the log only; token-free
+	// summarized: message already says why (the websocket's cause), so the
+	// twin's lastError is the message alone, not the cause's longer text
+	// that repeats the endpoint URL.
+	summarized bool
+}
+
+// lastError is the text for the twin's lastError.
+func (e *openError) lastError() string {
+	if e.summarized {
+		return e.message
+	}
+	return e.Error()
 }
 
 func (e *openError) Error() string {

@@ -75,8 +75,14 @@ type DialError struct {
 	// when the failure happened before or without one (DNS, TCP, proxy, TLS,
 	// timeout, a 101 that violated the protocol).
 	StatusCode int
-	msg        string
-	err        error
+	// Reason classifies the failure (a fixed set, for metrics and callers).
+	Reason DialReason
+	// Cause is a short sentence for the caller of tunnelOpen and the twin:
+	// what failed, from the module's point of view. It holds no token, no
+	// URL and no proxy credentials (see cause.go).
+	Cause string
+	msg   string
+	err   error
 }
 
 func (e *DialError) Error() string {
@@ -172,7 +178,12 @@ func Dial(ctx context.Context, endpoint string, opts DialOptions) (_ *Conn, err 
 	// One transport per tunnel: each websocket needs its own TCP connection
 	// anyway, and with keep-alives off a refused handshake leaves no idle
 	// connection (or goroutine) behind.
+	proxyStatus := new(atomic.Int32) // the proxy's answer to CONNECT, 0 if none
 	transport := &http.Transport{
+		OnProxyConnectResponse: func(_ context.Context, _ *url.URL, _ *http.Request, res *http.Response) error {
+			proxyStatus.Store(int32(res.StatusCode))
+			return nil // the transport refuses a non-200 answer itself
+		},
 		Proxy:              proxyFunc,
 		DialContext:        dialContext,
 		TLSClientConfig:    &tls.Config{RootCAs: opts.RootCAs, MinVersion: tls.VersionTLS12},
@@ -203,6 +214,7 @@ func Dial(ctx context.Context, endpoint string, opts DialOptions) (_ *Conn, err 
 		} else if ctxErr := ctx.Err(); ctxErr != nil {
 			de.msg = "handshake timed out or was cancelled: " + de.msg
 		}
+		de.Reason, de.Cause = classify(err, de.StatusCode, int(proxyStatus.Load()), ctx.Err() != nil)
 		return nil, de
 	}
 	return &Conn{Conn: conn, conns: conns}, nil
