@@ -65,6 +65,12 @@ type Source struct {
 	// the camera's reader goroutine, so it must not block, must not modify
 	// pkt, and must copy what it keeps.
 	OnPacket func(stream *gortsplib.ServerStream, m *description.Media, f format.Format, pkt *rtp.Packet)
+	// OnResume, when set, is called when a camera session starts feeding
+	// stream: the first, and each after a reconnect. Packets before and
+	// after it are not one stream, although their numbering continues
+	// (frames between were lost), so a decoder must restart at a keyframe.
+	// It runs on the camera's reader goroutine before its first packet.
+	OnResume func(stream *gortsplib.ServerStream)
 	// OnStreamClose, when set, is called when stream stops (the last viewer
 	// left, the camera changed its description, the reconnect window
 	// ended, Close): whoever reads it through OnPacket should let go.
@@ -648,6 +654,9 @@ func (s *Source) feed(c *gortsplib.Client, desc *description.Session, stream *go
 		}
 		c.joined = false // a new camera session: new offsets
 		cont[m] = c
+	}
+	if s.OnResume != nil {
+		s.OnResume(stream)
 	}
 	playerBytes := s.Metrics.PlayerBytes.WithLabelValues(s.Camera)
 	last := stream.BytesSent() // owned by the client's reader goroutine

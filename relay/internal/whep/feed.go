@@ -260,6 +260,23 @@ func (f *feed) remove(v *viewer) {
 	delete(f.viewers, v)
 }
 
+// resume handles a new camera session feeding stream (see
+// upstream.Source.OnResume): the frames between the sessions are lost, so
+// the decoder starts over and viewers wait for the next keyframe.
+func (f *feed) resume(stream *gortsplib.ServerStream) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.stream != stream {
+		return // the first packet resets the state anyway
+	}
+	if f.forma != nil {
+		if dec, err := f.forma.CreateDecoder(); err == nil {
+			f.dec = dec
+		}
+	}
+	f.broadcastGap()
+}
+
 // streamClosed forgets stream's state.
 func (f *feed) streamClosed(stream *gortsplib.ServerStream) {
 	f.mu.Lock()

@@ -147,6 +147,7 @@ func (s *Server) Initialize() error {
 	for _, c := range s.Cameras {
 		c.feed = newFeed()
 		c.Source.OnPacket = c.feed.onPacket
+		c.Source.OnResume = c.feed.resume
 		c.Source.OnStreamClose = func(stream *gortsplib.ServerStream) {
 			c.feed.streamClosed(stream)
 			s.endSessions(c.Name, stream)

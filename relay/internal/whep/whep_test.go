@@ -213,6 +213,9 @@ type env struct {
 	reg   *prometheus.Registry
 	dials atomic.Int64
 	logs  *syncBuffer
+
+	mu   sync.Mutex
+	conn net.Conn // the last tunnel dialed
 }
 
 func h264Format() *format.H264 {
@@ -243,7 +246,11 @@ func newEnvWith(t testing.TB, forma format.Format, ice whep.ICE, prof profile) *
 		Dial: func(ctx context.Context) (net.Conn, error) {
 			e.dials.Add(1)
 			var d net.Dialer
-			return d.DialContext(ctx, "tcp", e.cam.ln.Addr().String())
+			c, err := d.DialContext(ctx, "tcp", e.cam.ln.Addr().String())
+			e.mu.Lock()
+			e.conn = c
+			e.mu.Unlock()
+			return c, err
 		},
 		Server: relay, Linger: 100 * time.Millisecond, ReconnectWindow: 5 * time.Second,
 		Logger: log, Metrics: e.m,
@@ -620,4 +627,31 @@ func TestPublicIPs(t *testing.T) {
 		t.Errorf("DELETE: %d", got)
 	}
 	_ = fmt.Sprint()
+}
+
+// TestReconnect: the tunnel drops under a WebRTC viewer; the upstream
+// reconnects within its window and the viewer's stream goes on, without
+// a hole in its numbering, resuming at a keyframe.
+func TestReconnect(t *testing.T) {
+	checkGoroutines(t)
+	ctx := testContext(t)
+	e := newEnv(t, h264Format(), loopbackUDP)
+	c := newClient(t, false)
+	e.play(t, c)
+	c.frames(ctx, t, 2)
+	e.mu.Lock()
+	e.conn.Close()
+	e.mu.Unlock()
+	waitFor(ctx, t, "the upstream to reconnect", func() bool {
+		return e.dials.Load() == 2 && e.src.Status().State == metrics.StateLive
+	})
+	// Drop what arrived before the reconnect, then expect the stream to
+	// start over at a keyframe.
+	for len(c.pkts) > 0 {
+		<-c.pkts
+	}
+	c.frames(ctx, t, 2)
+	if v := testutil.ToFloat64(e.m.WebRTC.Viewers.WithLabelValues("door")); v != 1 {
+		t.Errorf("relay_webrtc_viewers %v, want the viewer still there", v)
+	}
 }
