@@ -255,6 +255,7 @@ type tHandler struct {
 	mu    sync.Mutex
 	done  bool
 	count map[string]int
+	last  map[string]string // the last line logged with each message
 	root  *tHandler
 }
 
@@ -284,6 +285,10 @@ func (h *tHandler) Handle(_ context.Context, r slog.Record) error {
 		root.count = map[string]int{}
 	}
 	root.count[r.Message]++
+	if root.last == nil {
+		root.last = map[string]string{}
+	}
+	root.last[r.Message] = b.String()
 	if !root.done {
 		root.t.Log(b.String())
 	}
@@ -302,6 +307,15 @@ func logged(l *slog.Logger, message string) int {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	return h.count[message]
+}
+
+// lastLogged returns the last line logged through l with message, attributes
+// included.
+func lastLogged(l *slog.Logger, message string) string {
+	h := l.Handler().(*tHandler).rootH()
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.last[message]
 }
 
 // hubErrorStatus returns the HTTP status of an emulator hub error, or 0.
