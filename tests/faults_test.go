@@ -2,6 +2,7 @@ package tests
 
 import (
 	"context"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -122,5 +123,79 @@ func TestRelayKilled(t *testing.T) {
 				return sum["opened"] == float64(2) && sum["failed"] == float64(0)
 			})
 		})
+	}
+}
+
+// TestModuleKilled SIGKILLs the module with two tunnels carrying video, as
+// a crash or an OOM kill would, and starts it again as the IoT Edge runtime
+// does: the twin still lists both sessions as open (nobody was left to say
+// otherwise); the relay sees both tunnels end; the new process reports them
+// closed as module_restarted with a lastError that says why, and opens the
+// next tunnel normally.
+func TestModuleKilled(t *testing.T) {
+	t.Parallel()
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	rc := newRelayChain(t, ctx, relayOptions{moduleEnv: []string{"RTSPTUNNEL_ALLOWEDREMOTEHOSTS=127.0.0.1"}})
+	playCtx, stopPlayers := context.WithCancel(ctx)
+	defer stopPlayers()
+	for _, name := range []string{"cam1", "cam2"} {
+		go harness.FFProbe(playCtx, rc.ready.Camera(name), time.Minute)
+	}
+	waitUntil(t, ctx, "video flowing from both cameras", func() bool { return rc.cam.Plays() == 1 && rc.cam2.Plays() == 1 })
+	var ids []string
+	rc.waitReported(ctx, "two open sessions", func(rep map[string]any) bool {
+		ids = ids[:0]
+		sessions, _ := rep["sessions"].(map[string]any)
+		for id, v := range sessions {
+			if s, _ := v.(map[string]any); s["state"] == "open" {
+				ids = append(ids, id)
+			}
+		}
+		return len(ids) == 2
+	})
+
+	if err := rc.module.Signal(syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	<-rc.module.Done()
+	// The dead process's state stays in the twin.
+	for _, id := range ids {
+		if s := reportedSession(rc.reported(), id); s == nil || s["state"] != "open" {
+			t.Fatalf("after the kill the twin shows session %s as %v, want still open", id, s)
+		}
+	}
+	// The relay sees both tunnels end (the kernel closed the module's
+	// sockets).
+	for _, id := range ids {
+		waitLog(t, ctx, rc.relay, "session closed", func(m map[string]any) bool {
+			body, _ := m["method_body"].(map[string]any)
+			return body["sessionId"] == id
+		})
+	}
+	waitUntil(t, ctx, "the cameras freed", func() bool { return rc.cam.ActiveConns() == 0 && rc.cam2.ActiveConns() == 0 })
+	stopPlayers()
+
+	rc.startModule(ctx, rc.moduleEnv...)
+	for _, id := range ids {
+		s := rc.waitClosedAs(ctx, id, "module_restarted")
+		if e, _ := s["lastError"].(string); !strings.Contains(e, "restarted") {
+			t.Errorf("reconciled session %s: lastError %q, want one that says the module restarted", id, e)
+		}
+		if s["closeCode"] != float64(-1) || s["target"] == nil || s["opened"] == nil {
+			t.Errorf("reconciled session %s: %v, want closeCode -1 and what was known of it", id, s)
+		}
+	}
+	line := waitLog(t, ctx, rc.module, "sessions left open by an earlier run reported closed", nil)
+	if line["count"] != float64(2) {
+		t.Errorf("reconcile log line %v, want count 2", line)
+	}
+	p, err := harness.FFProbe(ctx, rc.ready.Camera("cam1"), 3*time.Second)
+	if err != nil || p.Packets < 50 {
+		t.Fatalf("the next tunnel after the restart: %d packets, %v", p.Packets, err)
+	}
+	rep := rc.reported()
+	if sum, _ := rep["summary"].(map[string]any); sum["opened"] != float64(1) {
+		t.Errorf("summary %v, want the new process's own count (1 opened)", sum)
 	}
 }

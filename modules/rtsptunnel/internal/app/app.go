@@ -132,6 +132,15 @@ func (a *App) Run(ctx context.Context) error {
 		}),
 		Logger: log.With("component", "report"),
 		Ready:  connected,
+		// Sessions an earlier run left open (it was killed) are reported
+		// closed as module_restarted instead of vanishing.
+		Previous: func(ctx context.Context) (json.RawMessage, error) {
+			_, reported, err := client.GetTwin(ctx)
+			return reported, err
+		},
+		// Like closed sessions; a zero sessionRetention still reports them
+		// closed once before they go.
+		OrphanRetention: max(a.cur.SessionRetention, time.Nanosecond),
 	}
 
 	// The hub client and the reporter outlive ctx: the final state is

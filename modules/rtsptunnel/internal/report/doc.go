@@ -33,6 +33,16 @@
 // reset (start or Republish), which takes two: {"sessions":null} to drop
 // whatever an earlier run or a lost patch left behind, then the full state.
 //
+// # Restarts
+//
+// A module that was killed (SIGKILL, a crash, the power) leaves its sessions
+// listed as open. When [Reporter.Previous] is set, Run reads what the earlier
+// run reported before its first patch and reports each session left open as
+// closed with closeReason "module_restarted" (closeCode -1, the last byte
+// counts it reported, a lastError that says so) for OrphanRetention, next to
+// the new run's own sessions and within MaxBytes; then they are removed. The
+// summary counts only the new run's sessions.
+//
 // # Ordering
 //
 // Every patch, including writable-property acknowledgements queued with

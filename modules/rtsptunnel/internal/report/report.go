@@ -46,7 +46,9 @@ const (
 	DefaultStatsInterval  = 30 * time.Second
 	DefaultMaxBytes       = 24 << 10
 	DefaultPublishTimeout = 10 * time.Second
-	maxBackoff            = 30 * time.Second
+	// DefaultOrphanRetention matches the sessionRetention setting's default.
+	DefaultOrphanRetention = 60 * time.Second
+	maxBackoff             = 30 * time.Second
 )
 
 // Reporter publishes the Source's state to the Publisher. Set the fields, then
@@ -72,6 +74,16 @@ type Reporter struct {
 	// it on the hub's first connection, so that a start does not begin with
 	// a failed patch (and its warning) made before there was a connection.
 	Ready <-chan struct{}
+	// Previous, when set, reads the reported properties that an earlier run
+	// of the module left in the twin. Run calls it once, after Ready and
+	// before its first patch: the sessions listed there as open, which no
+	// process carries any more, are reported closed with closeReason
+	// module_restarted for OrphanRetention, instead of vanishing with the
+	// start's reset. When it fails, they vanish (and a warning says so).
+	Previous func(ctx context.Context) (json.RawMessage, error)
+	// OrphanRetention is how long reconciled sessions stay reported. Zero
+	// means DefaultOrphanRetention.
+	OrphanRetention time.Duration
 
 	initOnce sync.Once
 	wake     chan struct{} // capacity 1: Ack or Republish has work
@@ -83,7 +95,9 @@ type Reporter struct {
 	pubMu            sync.Mutex        // serialises publishing; guards the published state below
 	published        map[string]object // per session: the fields the twin holds
 	publishedSummary object
-	started          bool // the first reset has been sent
+	started          bool              // the first reset has been sent
+	orphans          map[string]object // sessions an earlier run left open, reported closed
+	orphansUntil     time.Time         // when orphans stop being reported
 }
 
 // object is a reported JSON object by field, each value marshalled.
@@ -105,6 +119,9 @@ func (r *Reporter) init() {
 		}
 		if r.MaxBytes <= 0 {
 			r.MaxBytes = DefaultMaxBytes
+		}
+		if r.OrphanRetention <= 0 {
+			r.OrphanRetention = DefaultOrphanRetention
 		}
 		if r.PublishTimeout <= 0 {
 			r.PublishTimeout = DefaultPublishTimeout
@@ -166,6 +183,7 @@ func (r *Reporter) Run(ctx context.Context) error {
 		case <-r.Ready:
 		}
 	}
+	expired := r.reconcile(ctx)
 	timer := time.NewTimer(0) // the initial publish
 	defer timer.Stop()
 	stats := time.NewTicker(r.StatsInterval)
@@ -183,6 +201,9 @@ func (r *Reporter) Run(ctx context.Context) error {
 			pending = true
 		case <-stats.C:
 			pending = true // unchanged counts make no patch
+		case <-expired:
+			expired = nil
+			pending = true // the reconciled sessions leave the twin
 		case <-timer.C:
 			armed = false
 			if !pending {
@@ -253,6 +274,10 @@ func (r *Reporter) send(ctx context.Context, acks map[string]settings.Ack, reset
 		r.publishedSummary = nil
 	}
 	sessions, summary := render(r.Source.Snapshot(), r.MaxBytes)
+	if r.orphans != nil && !time.Now().Before(r.orphansUntil) {
+		r.orphans = nil
+	}
+	sessions = withOrphans(sessions, summary, r.orphans, r.MaxBytes)
 
 	patch := map[string]any{}
 	sessionsPatch := map[string]any{}
