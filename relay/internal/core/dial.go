@@ -246,7 +246,15 @@ func (s *Server) Dial(ctx context.Context, camera string) (*Tunnel, error) {
 				return nil, failed(metrics.OutcomeMethodError, "tunnelOpen did not reach the module")
 			}
 			if r.res.Status != 200 {
-				return nil, failed(metrics.OutcomeMethodFailed, fmt.Sprintf("module answered tunnelOpen with %d", r.res.Status))
+				// The module's message says why (behind a proxy: 407, 403, an
+				// unreachable proxy, a TLS interception); log it and count it.
+				cause, text := moduleCause(r.res.Status, r.res.Body)
+				s.Metrics.ModuleOpenFailures.WithLabelValues(cause).Inc()
+				reason := fmt.Sprintf("module answered tunnelOpen with %d (%s)", r.res.Status, cause)
+				if text != "" {
+					reason += ": " + text
+				}
+				return nil, failed(metrics.OutcomeMethodFailed, reason)
 			}
 			// 200: the websocket is up and being attached; keep waiting.
 

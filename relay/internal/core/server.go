@@ -115,6 +115,11 @@ func (s *Server) Initialize() error {
 	case s.SessionWait <= 0 || s.TokenTTL <= 0:
 		return errors.New("core: SessionWait and TokenTTL must be positive")
 	}
+	// Every cause's series from the start, so that increase() sees the
+	// first failure.
+	for _, c := range Causes {
+		s.Metrics.ModuleOpenFailures.WithLabelValues(c)
+	}
 	s.ctx, s.cancel = context.WithCancel(context.Background())
 	s.sessions = make(map[string]*session)
 	s.perCamera = make(map[string]int)

@@ -84,6 +84,9 @@ type Metrics struct {
 	PlayerJoin       *prometheus.HistogramVec
 	PlayerDropped    *prometheus.CounterVec
 	Refused          *prometheus.CounterVec
+	// ModuleOpenFailures counts tunnelOpen calls the module refused, by the
+	// cause its answer gives (labels: core.Causes, created by core.Server).
+	ModuleOpenFailures *prometheus.CounterVec
 
 	// WebRTC counts browser (WHEP) viewers.
 	WebRTC *WebRTC
@@ -159,6 +162,15 @@ func New(reg prometheus.Registerer) (*Metrics, error) {
 	for _, r := range Refusals {
 		m.Refused.WithLabelValues(r)
 	}
+	m.ModuleOpenFailures = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "relay_module_open_failures_total",
+		Help: "tunnelOpen calls the module answered with an error, by the cause its message gives (proxy_auth, proxy_refused, proxy_unreachable, tls, timeout, dns, refused, http_status, handshake, network, address_refused, camera_unreachable, too_many_sessions, shutting_down, bad_request, other).",
+	}, []string{"cause"})
+	if err := reg.Register(m.ModuleOpenFailures); err != nil {
+		return nil, fmt.Errorf("failed to register metrics: %w", err)
+	}
+	m.ModuleOpenFailures.WithLabelValues("other") // exported from the start; core.Server creates the other causes
+
 	w, err := newWebRTC(reg)
 	if err != nil {
 		return nil, err
