@@ -7,10 +7,14 @@
 // "slow" never answers. After connecting it reads the twin, reports {"ready":true} and prints
 // one JSON line per event on stdout: {"event":"ready","desired":{..}}, {"event":"method",..},
 // {"event":"desired","delta":{..}}, {"event":"error",..}. It exits when stdin closes.
+//
+// With TOKEN_VALID_SECONDS (and TOKEN_MARGIN_SECONDS) set, module-env mode builds the
+// IotEdgeAuthenticationProvider itself with that token lifetime, so that the SDK renews its
+// token (by reconnecting) every TOKEN_VALID_SECONDS - TOKEN_MARGIN_SECONDS seconds.
 'use strict';
 
 const http = require('http');
-const { Client, ModuleClient } = require('azure-iot-device');
+const { Client, ModuleClient, IotEdgeAuthenticationProvider } = require('azure-iot-device');
 const { Mqtt, MqttWs } = require('azure-iot-device-mqtt');
 
 const [mode, modelId, transportName] = process.argv.slice(2);
@@ -47,7 +51,22 @@ function fail(step, err) {
 
 async function main() {
   let client;
-  if (mode === 'module-env') {
+  const validSeconds = Number(process.env.TOKEN_VALID_SECONDS || 0);
+  if (mode === 'module-env' && validSeconds > 0) {
+    // What ModuleClient.fromEnvironment does, with a short token lifetime.
+    const auth = new IotEdgeAuthenticationProvider({
+      workloadUri: process.env.IOTEDGE_WORKLOADURI,
+      deviceId: process.env.IOTEDGE_DEVICEID,
+      moduleId: process.env.IOTEDGE_MODULEID,
+      iothubHostName: process.env.IOTEDGE_IOTHUBHOSTNAME,
+      authScheme: process.env.IOTEDGE_AUTHSCHEME,
+      gatewayHostName: process.env.IOTEDGE_GATEWAYHOSTNAME,
+      generationId: process.env.IOTEDGE_MODULEGENERATIONID,
+    }, validSeconds, Number(process.env.TOKEN_MARGIN_SECONDS || 0));
+    auth.on('newTokenAvailable', () => emit({ event: 'token' }));
+    client = ModuleClient.fromAuthenticationProvider(auth, Transport);
+    await client.setOptions({ ca: await trustBundle() });
+  } else if (mode === 'module-env') {
     client = await ModuleClient.fromEnvironment(Transport);
   } else if (mode === 'device-cs') {
     client = Client.fromConnectionString(process.env.IOTHUB_CONNECTION_STRING, Transport);

@@ -9,6 +9,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -30,6 +31,7 @@ const (
 	module     = emulator.DefaultModuleID
 	device     = "node-device"
 	offline    = "offline-device"
+	renewing   = "renewing"
 	modelID    = "dtmi:azure:videoanalyzer:WebSocketTunneling;1"
 )
 
@@ -176,8 +178,12 @@ func TestNodeSDKInterop(t *testing.T) {
 		MQTTPort:  emulator.StandardMQTTPort,
 		HTTPSPort: emulator.StandardHTTPSPort,
 		Dir:       t.TempDir(),
+		// edgeHub finds expired tokens every 5 minutes; here every second, so that a client
+		// that failed to renew would be dropped.
+		TokenCheckInterval: time.Second,
 		Identities: []emulator.Identity{
 			{DeviceID: edgeDevice, ModuleID: module},
+			{DeviceID: edgeDevice, ModuleID: renewing},
 			{DeviceID: device},
 			{DeviceID: offline},
 		},
@@ -292,6 +298,45 @@ func TestNodeSDKInterop(t *testing.T) {
 			}
 		})
 	}
+
+	// The SDK renews its token by reconnecting with the same client id, which the emulator
+	// treats as edgeHub does (old connection closed after the new CONNACK, a persistent
+	// session's subscriptions restored after it): methods and desired patches must keep
+	// reaching the module after every renewal.
+	t.Run("module keeps working across token renewals", func(t *testing.T) {
+		env, err := e.ModuleEnv(edgeDevice, renewing)
+		if err != nil {
+			t.Fatal(err)
+		}
+		// 8 s tokens renewed 4 s before they expire: a renewal every 4 s.
+		p := startDevice(t, ctx, node, append(env, "TOKEN_VALID_SECONDS=8", "TOKEN_MARGIN_SECONDS=4"), "module-env", modelID)
+		p.wait(t, ctx, "ready", func(ev event) bool { return ev.Event == "ready" })
+		for round := 1; round <= 3; round++ {
+			if err := e.WaitConnects(ctx, edgeDevice, renewing, round+1); err != nil {
+				t.Fatalf("renewal %d: %v", round, err)
+			}
+			// The SDK connects again, then subscribes again (or has the session restored).
+			if err := e.WaitSubscribed(ctx, edgeDevice, renewing, "$iothub/methods/POST/#"); err != nil {
+				t.Fatalf("renewal %d: %v", round, err)
+			}
+			if err := e.WaitSubscribed(ctx, edgeDevice, renewing, "$iothub/twin/PATCH/properties/desired/#"); err != nil {
+				t.Fatalf("renewal %d: %v", round, err)
+			}
+			payload := fmt.Sprintf(`{"round":%d}`, round)
+			r := runService(t, ctx, node, svcEnv, "invoke", edgeDevice, renewing, "echo", payload, "30")
+			if want := fmt.Sprintf(`{"payload":{"echo":{"round":%d}},"status":200}`, round); !r.OK || canonical(t, r.Result) != want {
+				t.Errorf("renewal %d: method %+v, want %s", round, r, want)
+			}
+			r = runService(t, ctx, node, svcEnv, "twin-update", edgeDevice, renewing, fmt.Sprintf(`{"properties":{"desired":{"round":%d}}}`, round))
+			if !r.OK {
+				t.Fatalf("renewal %d: twin update %+v", round, r)
+			}
+			p.wait(t, ctx, fmt.Sprintf("desired push after renewal %d", round), func(ev event) bool {
+				var d map[string]any
+				return ev.Event == "desired" && json.Unmarshal(ev.Delta, &d) == nil && d["round"] == float64(round)
+			})
+		}
+	})
 }
 
 func canonical(t *testing.T, raw json.RawMessage) string {
