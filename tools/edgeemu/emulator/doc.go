@@ -5,7 +5,11 @@
 //
 //   - MQTT 3.1.1 over TLS (IoT Hub's port 8883) with IoT Hub's SAS authentication, topic rules,
 //     direct methods ($rid correlation), twins (GET, reported PATCH, desired pushes), 128 KB method
-//     and 32 KB reported-properties limits, and disconnection when a client's token expires;
+//     and 32 KB reported-properties limits, and disconnection of clients whose token expired
+//     (checked every 5 minutes, as edgeHub does; Options.TokenCheckInterval). A second connection
+//     with the same client id is handled as edgeHub does (see the README, "Token renewal against
+//     edgeHub"): the old connection is closed after the new CONNACK and its pending method calls
+//     fail with 504, and a persistent session's subscriptions come back only after that;
 //   - HTTPS (IoT Hub's port 443) with the service REST API (invoke a device or module method,
 //     read and patch twins) and MQTT over WebSockets at /$iothub/websocket;
 //   - the workload API (sign, trust-bundle) on a unix socket.
