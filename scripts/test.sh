@@ -5,7 +5,9 @@
 #   go vet       every package of every module
 #   go test      -race, every module, including the end-to-end tests in tests/
 #                that build and run the real binaries with ffmpeg/ffprobe and
-#                GStreamer, and the Node.js SDK interop test of tools/edgeemu
+#                GStreamer, the Node.js SDK interop test of tools/edgeemu, and
+#                the browser test in Chromium; test artefacts (its screenshot)
+#                are kept under ARTIFACTS_DIR (default .cache/test-artifacts)
 #   fuzz         every Go fuzz target for FUZZTIME each (default 10s; scripts/fuzz.sh)
 #   govulncheck  every module against a pinned vulnerability database
 #                (scripts/vulncheck.sh)
@@ -61,7 +63,9 @@ check_gofmt() {
 stage gofmt check_gofmt
 stage "go vet" go vet $pkgs
 # -count=1: end-to-end tests depend on binaries and ffmpeg outside Go's cache key.
-stage "go test -race" go test -race -count=1 -timeout 30m "$@" $pkgs
+artifacts=$(realpath -m "${ARTIFACTS_DIR:-.cache/test-artifacts}")
+mkdir -p "$artifacts"
+stage "go test -race" go test -race -count=1 -timeout 30m -artifacts -outputdir "$artifacts" "$@" $pkgs
 if [ "${SKIP_FUZZ:-}" = 1 ]; then
 	skipped fuzz SKIP_FUZZ=1
 else
