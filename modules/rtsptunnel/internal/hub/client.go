@@ -41,7 +41,7 @@ const (
 	minStable           = 10 * time.Second       // a connection lost sooner counts as a failed attempt
 	requestTimeout      = 30 * time.Second       // twin requests whose ctx has no deadline
 	syncTimeout         = 30 * time.Second       // reading the twin after a connect
-	respondTimeout      = 15 * time.Second       // answering one method call, waiting for a connection included
+	respondTimeout      = 15 * time.Second       // publishing one method answer; also how long a replaced connection is kept for answers
 	renewTimeout        = 10 * time.Second       // getting a token, or connecting, for a renewal (the old connection works meanwhile)
 	preDialMaxAge       = 5 * time.Second        // a connection opened ahead of a renewal is replaced when older
 	shutdownGrace       = 2 * time.Second        // Run waits this long for running method handlers
