@@ -59,7 +59,8 @@ func (a *App) httpHandler(public *url.URL) http.Handler {
 	if a.whep == nil {
 		return ws
 	}
-	page := &web.Handler{Signer: a.signer, Verifier: a.verifier, Limiter: a.limiter, Cameras: a.whep, WHEP: a.whep, Logger: a.Logger}
+	page := &web.Handler{Signer: a.signer, Verifier: a.verifier, Limiter: a.limiter, Cameras: a.whep, WHEP: a.whep, Logger: a.Logger,
+		BehindTLSProxy: a.Config.InsecureWS}
 	tunnels := strings.TrimRight(public.Path, "/") + "/tunnels/"
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if strings.HasPrefix(r.URL.Path, tunnels) {
@@ -71,7 +72,7 @@ func (a *App) httpHandler(public *url.URL) http.Handler {
 }
 
 // webURL is the page's address: the public URL's host over HTTPS (HTTP
-// with insecureWS, where logging in is refused).
+// with insecureWS, where the TLS proxy in front serves it as HTTPS).
 func webURL(public *url.URL) string {
 	scheme := "https"
 	if public.Scheme == "ws" {

@@ -50,6 +50,10 @@ type Handler struct {
 	// WHEP serves /whep/.
 	WHEP   http.Handler
 	Logger *slog.Logger
+	// BehindTLSProxy accepts a login that arrived over plain HTTP with
+	// X-Forwarded-Proto: https (the relay's insecureWS mode, behind a
+	// TLS-terminating proxy). Otherwise a login needs TLS to the relay.
+	BehindTLSProxy bool
 }
 
 // Authenticate returns the user named by r's bearer token, or
@@ -125,7 +129,7 @@ func (h *Handler) login(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusMethodNotAllowed, errorReply{"use POST"})
 		return
 	}
-	if r.TLS == nil {
+	if r.TLS == nil && !(h.BehindTLSProxy && strings.EqualFold(r.Header.Get("X-Forwarded-Proto"), "https")) {
 		// A password over plain HTTP is readable on the way.
 		writeJSON(w, http.StatusForbidden, errorReply{"log in over HTTPS: the relay refuses passwords over plain HTTP"})
 		return

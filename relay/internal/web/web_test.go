@@ -61,10 +61,13 @@ func newHandler(t *testing.T, ttl time.Duration) (*Handler, *Signer) {
 	return &Handler{Signer: s, Verifier: v, Limiter: &auth.Limiter{Every: time.Hour}, Cameras: fakeCameras{}, WHEP: whepCalled, Logger: slog.New(slog.DiscardHandler)}, s
 }
 
-func postLogin(t *testing.T, h http.Handler, tls bool, user, pass string) (int, tokenReply, http.Header) {
+func postLogin(t *testing.T, h http.Handler, tls bool, user, pass string, header ...string) (int, tokenReply, http.Header) {
 	t.Helper()
 	req := httptest.NewRequest(http.MethodPost, "https://relay/login", strings.NewReader(url.Values{"user": {user}, "password": {pass}}.Encode()))
 	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	for i := 0; i+1 < len(header); i += 2 {
+		req.Header.Set(header[i], header[i+1])
+	}
 	if !tls {
 		req.TLS = nil
 	}
@@ -105,6 +108,19 @@ func TestLogin(t *testing.T) {
 			}
 		})
 	}
+	// Behind a TLS-terminating proxy (insecureWS), the proxy's
+	// X-Forwarded-Proto counts; without that mode it does not.
+	if code, _, _ := postLogin(t, h, false, "alice", password, "X-Forwarded-Proto", "https"); code != http.StatusForbidden {
+		t.Errorf("plain HTTP claiming https, not behind a proxy: %d, want 403", code)
+	}
+	h.BehindTLSProxy = true
+	if code, _, _ := postLogin(t, h, false, "alice", password, "X-Forwarded-Proto", "https"); code != http.StatusOK {
+		t.Errorf("behind a TLS proxy: %d, want 200", code)
+	}
+	if code, _, _ := postLogin(t, h, false, "alice", password); code != http.StatusForbidden {
+		t.Errorf("behind a TLS proxy, plain HTTP to the proxy: %d, want 403", code)
+	}
+	h.BehindTLSProxy = false
 	// Two failures above; the limiter allows 10 in a burst.
 	for range 8 {
 		postLogin(t, h, true, "alice", "guess")
