@@ -83,6 +83,10 @@ func TestConnectAuth(t *testing.T) {
 			if err != nil {
 				t.Fatalf("connect: %v", err)
 			}
+			// Like edgeHub, the emulator binds a connection just after its CONNACK.
+			if err := e.WaitConnected(testContext(t, 10*time.Second), dev, mod); err != nil {
+				t.Fatal(err)
+			}
 			info, ok := e.ConnInfo(dev, mod)
 			if !ok || !info.Connected {
 				t.Fatalf("ConnInfo = %+v, %v; want connected", info, ok)

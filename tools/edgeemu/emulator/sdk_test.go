@@ -50,6 +50,10 @@ func TestDeviceSDK(t *testing.T) {
 	}
 	t.Cleanup(func() { c.Close() })
 
+	// Like edgeHub, the emulator binds a connection just after its CONNACK.
+	if err := e.WaitConnected(ctx, testDevice, testModule); err != nil {
+		t.Fatal(err)
+	}
 	info, _ := e.ConnInfo(testDevice, testModule)
 	if !info.Connected || info.APIVersion != "2018-06-30" || info.ModelID != "" {
 		// The module transport ignores WithModelID (DESIGN.md §5 trap 3): no model id.
