@@ -10,6 +10,7 @@ import (
 	"encoding/json"
 	"encoding/pem"
 	"errors"
+	"fmt"
 	"io"
 	"math/big"
 	"net"
@@ -263,6 +264,7 @@ func TestSquidInThePath(t *testing.T) {
 		`RTSPTUNNEL_TARGETS={"554":"`+cam.Addr()+`"}`,
 		"RTSPTUNNEL_REMOTECAFILE="+relayCA,
 		"RTSPTUNNEL_METRICSADDR=",
+		"RTSPTUNNEL_ALLOWEDREMOTEHOSTS="+relayName, // as an operator names the relay
 	), proxyEnv(proxyURL)...)
 	module, err := harness.Start(ctx, "rtsptunnel", prog, args, &harness.StartOptions{Env: env, Echo: echoIfVerbose()})
 	if err != nil {
@@ -303,12 +305,15 @@ func TestSquidInThePath(t *testing.T) {
 		if strings.Contains(string(body), token) || strings.Contains(string(body), proxyPass) {
 			t.Errorf("the answer leaks a secret: %s", body)
 		}
-		// The cause squid gave should reach the caller (issue 14, point 9).
-		// TODO(issue 14.9): make this an error once the module's answer
-		// carries the cause.
-		if !strings.Contains(answer.Message, "Forbidden") && !strings.Contains(answer.Message, "403") {
-			t.Logf("answer message %q does not say that the proxy refused (403 Forbidden)", answer.Message)
+		// The cause squid gave reaches the caller, and the twin keeps it.
+		const cause = "the proxy refused CONNECT: 403 Forbidden"
+		if !strings.Contains(answer.Message, cause) {
+			t.Errorf("answer message %q does not say %q", answer.Message, cause)
 		}
+		c.waitReported(ctx, "the cause in summary.lastError", func(rep map[string]any) bool {
+			sum, _ := rep["summary"].(map[string]any)
+			return strings.Contains(fmt.Sprint(sum["lastError"]), cause)
+		})
 		t.Logf("refused: %d %s", status, body)
 		waitUntil(t, ctx, "squid's log of the refusal", func() bool {
 			return hasAccess(pn.squid.AccessLog(), edgeIP, "CONNECT", relayName+":"+strconv.Itoa(refusedPort), "TCP_DENIED/403", "")

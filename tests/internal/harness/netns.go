@@ -7,7 +7,6 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"io"
 	"net"
 	"os"
 	"os/exec"
@@ -197,99 +196,4 @@ func Veth(a *NetNS, aAddr string, b *NetNS, bAddr string) error {
 		}
 	}
 	return nil
-}
-
-// Forwarder accepts connections on a listener (often one inside a
-// namespace) and pipes each to a connection that Dial makes (often in
-// another namespace): a plain link between two places, which sees nothing
-// of what it carries.
-type Forwarder struct {
-	ln   net.Listener                                // static
-	dial func(ctx context.Context) (net.Conn, error) // static
-
-	ctx    context.Context
-	cancel context.CancelFunc
-	mu     sync.Mutex
-	conns  map[net.Conn]struct{} // guarded by mu
-	wg     sync.WaitGroup
-}
-
-// Forward serves ln until Close, piping every accepted connection to one
-// from dial (called for each). When dial fails the accepted connection is
-// closed.
-func Forward(ln net.Listener, dial func(ctx context.Context) (net.Conn, error)) *Forwarder {
-	ctx, cancel := context.WithCancel(context.Background())
-	f := &Forwarder{ln: ln, dial: dial, ctx: ctx, cancel: cancel, conns: map[net.Conn]struct{}{}}
-	f.wg.Go(f.acceptLoop)
-	return f
-}
-
-// Addr is the listener's address.
-func (f *Forwarder) Addr() string { return f.ln.Addr().String() }
-
-// Close stops listening, closes every connection and waits for the
-// forwarder's goroutines.
-func (f *Forwarder) Close() {
-	f.cancel()
-	f.ln.Close()
-	f.mu.Lock()
-	for c := range f.conns {
-		c.Close()
-	}
-	f.mu.Unlock()
-	f.wg.Wait()
-}
-
-func (f *Forwarder) track(c net.Conn) bool {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	if f.ctx.Err() != nil {
-		c.Close()
-		return false
-	}
-	f.conns[c] = struct{}{}
-	return true
-}
-
-func (f *Forwarder) untrack(c net.Conn) {
-	f.mu.Lock()
-	delete(f.conns, c)
-	f.mu.Unlock()
-	c.Close()
-}
-
-func (f *Forwarder) acceptLoop() {
-	for {
-		c, err := f.ln.Accept()
-		if err != nil {
-			return
-		}
-		if !f.track(c) {
-			return
-		}
-		f.wg.Go(func() {
-			defer f.untrack(c)
-			up, err := f.dial(f.ctx)
-			if err != nil {
-				return
-			}
-			if !f.track(up) {
-				return
-			}
-			defer f.untrack(up)
-			done := make(chan struct{}, 2)
-			pipe := func(dst, src net.Conn) {
-				io.Copy(dst, src)
-				// Pass the end on as a half-close, as a router would.
-				if tc, ok := dst.(*net.TCPConn); ok {
-					tc.CloseWrite()
-				}
-				done <- struct{}{}
-			}
-			go pipe(up, c)
-			go pipe(c, up)
-			<-done
-			<-done
-		})
-	}
 }
