@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"errors"
-	"fmt"
 	"io"
 	"log/slog"
 	"net"
@@ -626,7 +625,6 @@ func TestPublicIPs(t *testing.T) {
 	if got := e.delete(t, loc, "alice-token"); got != http.StatusOK {
 		t.Errorf("DELETE: %d", got)
 	}
-	_ = fmt.Sprint()
 }
 
 // TestReconnect: the tunnel drops under a WebRTC viewer; the upstream
