@@ -33,6 +33,6 @@
 // Refusals (bad token, unknown camera, malformed SDP, no H.264 in the
 // offer, a body over MaxOfferSize) are decided before the upstream is
 // touched, so they open no tunnel. A camera whose video is not H.264 is
-// found out when its description is first seen, and later offers are
-// refused without opening it again.
+// found out when its description is first seen, and offers in the next
+// minute are refused without opening it again.
 package whep

@@ -51,6 +51,7 @@ type feed struct {
 	stream  *gortsplib.ServerStream // guarded by mu: the stream the state below belongs to
 	forma   *format.H264            // guarded by mu: the stream's H.264 format, nil if none
 	codec   string                  // guarded by mu: the stream's video codec, "" before the first stream
+	codecAt time.Time               // guarded by mu: when codec was learnt
 	dec     *rtph264.Decoder        // guarded by mu
 	enc     *rtph264.Encoder        // guarded by mu
 	sps     []byte                  // guarded by mu: the latest parameter sets
@@ -89,7 +90,7 @@ func (f *feed) reset(stream *gortsplib.ServerStream) error {
 	f.stream, f.forma, f.dec, f.enc, f.lastKey = stream, nil, nil, nil, nil
 	f.sps, f.pps = nil, nil
 	forma, codec := videoFormat(stream.Desc)
-	f.codec = codec
+	f.codec, f.codecAt = codec, time.Now()
 	if forma == nil {
 		return nil
 	}
@@ -118,7 +119,18 @@ func (f *feed) codecOf() string {
 func (f *feed) setCodec(codec string) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	f.codec = codec
+	f.codec, f.codecAt = codec, time.Now()
+}
+
+// recentCodec returns the video codec if it was learnt within maxAge, else
+// "": a camera may be reconfigured, so an old answer is checked again.
+func (f *feed) recentCodec(maxAge time.Duration) string {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if time.Since(f.codecAt) > maxAge {
+		return ""
+	}
+	return f.codec
 }
 
 // onPacket handles one packet of stream; see upstream.Source.OnPacket.

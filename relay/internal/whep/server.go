@@ -323,9 +323,10 @@ func (s *Server) offer(w http.ResponseWriter, r *http.Request, name string) {
 		s.refuse(w, metrics.WebRTCBadRequest, http.StatusBadRequest, err.Error())
 		return
 	}
-	// A codec we already know browsers cannot play is refused without
-	// opening anything.
-	if codec := cam.feed.codecOf(); codec != "" && codec != "H264" {
+	// A codec we learnt lately that browsers cannot play is refused
+	// without opening anything; after a while the camera is asked again
+	// (it may have been set to H.264 meanwhile).
+	if codec := cam.feed.recentCodec(time.Minute); codec != "" && codec != "H264" {
 		s.refuse(w, metrics.WebRTCUnplayable, http.StatusUnprocessableEntity, unplayable(name, codec))
 		return
 	}
