@@ -2,6 +2,8 @@ package tests
 
 import (
 	"context"
+	"net"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -197,5 +199,87 @@ func TestModuleKilled(t *testing.T) {
 	rep := rc.reported()
 	if sum, _ := rep["summary"].(map[string]any); sum["opened"] != float64(1) {
 		t.Errorf("summary %v, want the new process's own count (1 opened)", sum)
+	}
+}
+
+// hubKeepAliveBound is how soon the module notices a hub link that went
+// silently dead. Its MQTT keep-alive (modules/rtsptunnel/internal/hub
+// conn.go; paho's ping.go) sends a PINGREQ once nothing was received for
+// 30 s and drops the connection when the PINGRESP has not come 10 s later;
+// paho checks both every 5 s, and the timeout check, made a hair less than
+// 10 s after the ping on its tick, fires one tick later: 30+5+10+5 s.
+const hubKeepAliveBound = 30*time.Second + 5*time.Second + 10*time.Second + 5*time.Second
+
+// TestHubHalfOpen makes the module's MQTT connection half-open while a
+// tunnel streams: edgeHub's side silently stops answering, no FIN, no RST
+// (a NAT or firewall on the way dropped the connection's state), while new
+// connections get through. The module notices through MQTT keep-alive
+// within the stated bound, reconnects, answers methods again, and the open
+// tunnel (its own connection) keeps flowing throughout.
+func TestHubHalfOpen(t *testing.T) {
+	if testing.Short() {
+		t.Skip("waits for MQTT keep-alive (up to 50 s); -short skips it")
+	}
+	t.Parallel()
+	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
+	defer cancel()
+	c := newChain(t, ctx, chainOptions{noStart: true})
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	link := harness.Forward(ln, func(ctx context.Context) (net.Conn, error) {
+		var d net.Dialer
+		return d.DialContext(ctx, "tcp", c.emu.MQTTAddr())
+	})
+	t.Cleanup(link.Close)
+	c.startModule(ctx, "RTSPTUNNEL_HUBPORT="+strconv.Itoa(port(t, link.Addr())))
+
+	s, _ := c.openTunnel(ctx, token)
+	const watch = hubKeepAliveBound + 20*time.Second
+	done := make(chan struct{})
+	var probe harness.Probe
+	var probeErr error
+	go func() {
+		defer close(done)
+		probe, probeErr = harness.FFProbe(ctx, rtspURL(s), watch)
+	}()
+	if err := s.WaitConnected(ctx); err != nil {
+		t.Fatal(err)
+	}
+	waitUntil(t, ctx, "video flowing", func() bool { return c.cam.Plays() == 1 })
+	time.Sleep(2 * time.Second)
+	dropped := c.cam.Dropped()
+	connects := c.emu.Connects(edgeDevice, moduleID)
+
+	held := time.Now()
+	if n := link.Hold(); n != 1 {
+		t.Fatalf("held %d hub connections, want the module's one", n)
+	}
+	waitLog(t, ctx, c.module, "connection lost", nil)
+	noticed := time.Since(held)
+	if err := c.emu.WaitConnects(ctx, edgeDevice, moduleID, connects+1); err != nil {
+		t.Fatalf("the module did not reconnect: %v", err)
+	}
+	back := time.Since(held)
+	t.Logf("half-open hub link: noticed after %s (keep-alive bound %s), reconnected after %s",
+		noticed.Round(time.Millisecond), hubKeepAliveBound, back.Round(time.Millisecond))
+	if noticed > hubKeepAliveBound+faultSlack {
+		t.Errorf("the module noticed the dead hub link after %s, want within %s (+%s slack)", noticed, hubKeepAliveBound, faultSlack)
+	}
+	c.waitReady(ctx)
+	// Methods answer again: a second tunnel opens and plays.
+	s2, _ := c.openTunnel(ctx, token)
+	if p, err := harness.FFProbe(ctx, rtspURL(s2), 2*time.Second); err != nil || p.Packets < 25 {
+		t.Errorf("a tunnel opened after the reconnect: %d packets, %v", p.Packets, err)
+	}
+
+	<-done
+	// 25 fps; allow for ffprobe's start-up, not for lost packets.
+	if want := int(watch.Seconds()*25) * 9 / 10; probeErr != nil || probe.Packets < want {
+		t.Errorf("the open tunnel across the half-open hub link: %d packets in %s, %v; want >= %d", probe.Packets, watch, probeErr, want)
+	}
+	if d := c.cam.Dropped() - dropped; d != 0 {
+		t.Errorf("the camera dropped %d packets meanwhile (the tunnel stalled)", d)
 	}
 }
