@@ -2,8 +2,10 @@ package tests
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"net"
+	"net/url"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -68,5 +70,40 @@ func TestModuleListensOnlyForMetrics(t *testing.T) {
 	}
 	if want := []string{"tcp port " + metricsPort}; fmt.Sprint(open) != fmt.Sprint(want) {
 		t.Errorf("the module accepts on %v, want only its metrics server %v", open, want)
+	}
+}
+
+// TestDefaultRefusesSpecialAddresses: SECURITY.md "Aim at the device
+// itself" through IoT Hub with the real binary and the default (empty)
+// allowedRemoteHosts: every spelling of the loopback cloud is answered 400
+// naming the rule and the setting, and the cloud never sees a connection.
+func TestDefaultRefusesSpecialAddresses(t *testing.T) {
+	t.Parallel()
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	c := newChain(t, ctx, chainOptions{env: []string{"RTSPTUNNEL_ALLOWEDREMOTEHOSTS=[]"}})
+	s, err := c.cloud.NewSession(token)
+	if err != nil {
+		t.Fatal(err)
+	}
+	u, err := url.Parse(s.URL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	port, path := u.Port(), u.Path
+	for _, host := range []string{"127.0.0.1", "localhost", "[::1]", "[::ffff:127.0.0.1]", "2130706433", "127.1", "169.254.169.254", "[fd00:ec2::254]"} {
+		status, raw := c.invoke(ctx, "tunnelOpen", openPayload{"wss://" + host + ":" + port + path, token, 554})
+		var body struct{ Code, Target, Message string }
+		if err := json.Unmarshal(raw, &body); err != nil {
+			t.Fatalf("%s: body %s: %v", host, raw, err)
+		}
+		// Non-standard numeric forms are refused whatever the list says.
+		if status != 400 || body.Target != "remoteEndpoint" ||
+			!strings.Contains(body.Message, "only a host named exactly in allowedRemoteHosts") && !strings.Contains(body.Message, "non-standard form of the IP address") {
+			t.Errorf("%s: %d %s, want 400 naming the rule and allowedRemoteHosts", host, status, raw)
+		}
+	}
+	if n := s.Attempts(); n != 0 {
+		t.Errorf("the loopback cloud saw %d connections", n)
 	}
 }
