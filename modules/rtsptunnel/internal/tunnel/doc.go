@@ -41,4 +41,30 @@
 //
 // The token is a secret: it is sent only in the Authorization header and never
 // appears in errors (endpoints in errors are redacted to scheme://host/path).
+//
+// # Where a tunnel may go (guard.go)
+//
+// The caller (the session manager) decides which hosts are allowed; this
+// package supplies the facts. [ParseHostText] reads a URL's host name on its
+// own: IP literals in every spelling (decimal, octal, hex and short IPv4,
+// IPv4-mapped and NAT64 IPv6), localhost names and cloud metadata names.
+// [ClassifyAddress] puts an address under an [AddressRule] (loopback,
+// link-local, unspecified, multicast, cloud metadata). With
+// DialOptions.CheckAddress set, Dial resolves the endpoint's name itself,
+// checks every address and connects only to the checked ones, so that the
+// address checked is the address dialled (no second lookup for DNS rebinding
+// to exploit). Through a proxy the proxy resolves the name and connects; the
+// module dials only the proxy, which the operator chose, so only the URL's
+// text can be checked.
+//
+// # Why a dial failed (cause.go)
+//
+// A [DialError] carries a Reason from a fixed set and a Cause sentence for the
+// caller of tunnelOpen and the twin ("the proxy refused CONNECT: 407 Proxy
+// Authentication Required ..."). The cause is built from fixed phrases and
+// fields that hold no secrets (a status, an errno, an x509 message, a host
+// name), never from the error's text, which net/http fills with the request
+// URL; the proxy's answer to CONNECT is read through
+// http.Transport.OnProxyConnectResponse, as net/http's own error is only the
+// status text.
 package tunnel
