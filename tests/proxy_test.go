@@ -153,7 +153,8 @@ func dialTo(addr string) func(ctx context.Context) (net.Conn, error) {
 // Video plays through the relay; squid's access log shows the module's two
 // CONNECTs (hub and relay, authenticated) and the relay's own hub CONNECT.
 // A tunnelOpen to the relay on a port squid refuses (as a stock squid
-// refuses 8443) answers 502 with squid's cause.
+// refuses 8443) answers 502 with squid's cause (403), and so does one that
+// squid refuses to this proxy user (407).
 func TestSquidInThePath(t *testing.T) {
 	needNetNS(t, "nft", "squid")
 	t.Parallel()
@@ -190,17 +191,19 @@ func TestSquidInThePath(t *testing.T) {
 		}
 		return dialTo(*addr)(ctx)
 	}
-	// Two doors to the same relay: one on a port squid allows, one on a
-	// port it refuses.
+	// Three doors to the same relay: one on a port squid allows, one on a
+	// port it refuses, one that only another proxy user may reach.
 	allowed := forward(t, pn.proxy, "127.0.0.1:0", dialRelay)
 	refused := forward(t, pn.proxy, "127.0.0.1:0", dialRelay)
-	allowedPort, refusedPort := port(t, allowed.Addr()), port(t, refused.Addr())
+	otherUsers := forward(t, pn.proxy, "127.0.0.1:0", dialRelay)
+	allowedPort, refusedPort, otherPort := port(t, allowed.Addr()), port(t, refused.Addr()), port(t, otherUsers.Addr())
 
 	pn.squid = &harness.Squid{
 		Dir:          filepath.Join(t.TempDir(), "squid"),
 		Listen:       proxyIP + ":" + strconv.Itoa(proxyPort),
-		Users:        map[string]string{proxyUser: proxyPass},
-		ConnectPorts: []int{hubPort, allowedPort},
+		Users:        map[string]string{proxyUser: proxyPass, "someone-else": "other password"},
+		ConnectPorts: []int{hubPort, allowedPort, otherPort},
+		PortUsers:    map[int][]string{otherPort: {"someone-else"}},
 		Hosts:        map[string]string{hubName: "127.0.0.1", relayName: "127.0.0.1"},
 		NetNS:        pn.proxy,
 	}
@@ -292,33 +295,43 @@ func TestSquidInThePath(t *testing.T) {
 		t.Logf("through squid: %d packets, %d keyframes", p.Packets, p.Keyframes)
 	})
 
-	t.Run("relay port refused", func(t *testing.T) {
-		endpoint := "wss://" + relayName + ":" + strconv.Itoa(refusedPort) + "/tunnels/0123456789abcdef"
-		status, body := c.invoke(ctx, "tunnelOpen", openPayload{endpoint, token, 554})
-		var answer struct{ Code, Target, Message string }
-		if err := json.Unmarshal(body, &answer); err != nil {
-			t.Fatalf("answer %d %s: %v", status, body, err)
-		}
-		if status != 502 || answer.Code != "502" {
-			t.Errorf("tunnelOpen through a proxy that refuses port %d answered %d %s, want 502", refusedPort, status, body)
-		}
-		if strings.Contains(string(body), token) || strings.Contains(string(body), proxyPass) {
-			t.Errorf("the answer leaks a secret: %s", body)
-		}
-		// The cause squid gave reaches the caller, and the twin keeps it.
-		const cause = "the proxy refused CONNECT: 403 Forbidden"
-		if !strings.Contains(answer.Message, cause) {
-			t.Errorf("answer message %q does not say %q", answer.Message, cause)
-		}
-		c.waitReported(ctx, "the cause in summary.lastError", func(rep map[string]any) bool {
-			sum, _ := rep["summary"].(map[string]any)
-			return strings.Contains(fmt.Sprint(sum["lastError"]), cause)
+	// Refusals: the module answers 502 with squid's cause (no secret), the
+	// twin's summary keeps the cause, squid logs the denial.
+	for _, tc := range []struct {
+		name   string
+		port   int
+		cause  string // in the answer's message and summary.lastError
+		result string // squid's access log
+	}{
+		{"relay port refused", refusedPort, "the proxy refused CONNECT: 403 Forbidden", "TCP_DENIED/403"},
+		{"proxy user not allowed", otherPort, "the proxy refused CONNECT: 407 Proxy Authentication Required", "TCP_DENIED/407"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			endpoint := "wss://" + relayName + ":" + strconv.Itoa(tc.port) + "/tunnels/0123456789abcdef"
+			status, body := c.invoke(ctx, "tunnelOpen", openPayload{endpoint, token, 554})
+			var answer struct{ Code, Target, Message string }
+			if err := json.Unmarshal(body, &answer); err != nil {
+				t.Fatalf("answer %d %s: %v", status, body, err)
+			}
+			if status != 502 || answer.Code != "502" {
+				t.Errorf("tunnelOpen answered %d %s, want 502", status, body)
+			}
+			if strings.Contains(string(body), token) || strings.Contains(string(body), proxyPass) {
+				t.Errorf("the answer leaks a secret: %s", body)
+			}
+			if !strings.Contains(answer.Message, tc.cause) {
+				t.Errorf("answer message %q does not say %q", answer.Message, tc.cause)
+			}
+			c.waitReported(ctx, "the cause in summary.lastError", func(rep map[string]any) bool {
+				sum, _ := rep["summary"].(map[string]any)
+				return strings.Contains(fmt.Sprint(sum["lastError"]), tc.cause)
+			})
+			t.Logf("%d %s", status, body)
+			waitUntil(t, ctx, "squid's log of the refusal", func() bool {
+				return hasAccess(pn.squid.AccessLog(), edgeIP, "CONNECT", relayName+":"+strconv.Itoa(tc.port), tc.result, "")
+			})
 		})
-		t.Logf("refused: %d %s", status, body)
-		waitUntil(t, ctx, "squid's log of the refusal", func() bool {
-			return hasAccess(pn.squid.AccessLog(), edgeIP, "CONNECT", relayName+":"+strconv.Itoa(refusedPort), "TCP_DENIED/403", "")
-		})
-	})
+	}
 
 	// Squid logs a CONNECT when its tunnel ends: stop the module and the
 	// relay, then read the log.

@@ -6,6 +6,7 @@ import (
 	"crypto/md5"
 	"crypto/rand"
 	"fmt"
+	"maps"
 	"os"
 	"os/exec"
 	"os/user"
@@ -37,6 +38,10 @@ type Squid struct {
 	// refused with 403 before authentication, as in squid's default
 	// configuration.
 	ConnectPorts []int
+	// PortUsers limits CONNECT to a port to some of Users: anyone else gets
+	// 407 Proxy Authentication Required, squid's answer when the ACL that
+	// denies is an authentication one (as for wrong credentials).
+	PortUsers map[int][]string
 	// Hosts are squid's own host name to IP mapping (its hosts_file), so
 	// that names reach test addresses without any DNS; squid asks no DNS
 	// server (its only name server is an unused loopback port).
@@ -160,6 +165,11 @@ func (s *Squid) config(ncsa string) string {
 		w("auth_param basic realm rtsptunnel-test-proxy")
 		w("auth_param basic children 2")
 		w("acl authed proxy_auth REQUIRED")
+		for _, port := range slices.Sorted(maps.Keys(s.PortUsers)) {
+			w("acl port_%d port %d", port, port)
+			w("acl users_%d proxy_auth %s", port, strings.Join(s.PortUsers[port], " "))
+			w("http_access deny CONNECT port_%d !users_%d", port, port)
+		}
 		w("http_access allow authed")
 		w("http_access deny all")
 	} else {
