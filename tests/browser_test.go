@@ -40,8 +40,8 @@ func requireBrowser(t *testing.T) string {
 	return node
 }
 
-// TestBrowserPlays: a person opens the relay's page in Chromium, logs in
-// as alice, presses Watch on the shared camera "door", and sees it play: the
+// TestBrowserPlays: a person opens the relay's page in Chromium, mistypes
+// the password (the page says so), logs in as alice, presses Watch on the shared camera "door", and sees it play: the
 // <video> has a picture (videoWidth > 0), its currentTime advances by five
 // seconds of video without going back, and the page says "live". Behind it: one
 // tunnelOpen, packets sent over WebRTC, and the tunnel closes after the

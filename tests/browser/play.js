@@ -45,6 +45,11 @@ async function main() {
   page.on('pageerror', (e) => log.push(`page error: ${e.message}`));
   try {
     await page.goto(url);
+    // A mistyped password first: the page says so.
+    await page.fill('#login input[name=user]', env('VIEWER_USER'));
+    await page.fill('#login input[name=password]', 'not the password');
+    await page.click('#login button[type=submit]');
+    await page.waitForFunction(() => document.querySelector('#login-error').textContent.includes('wrong'), null, { timeout: 20000 });
     await page.fill('#login input[name=user]', env('VIEWER_USER'));
     await page.fill('#login input[name=password]', env('VIEWER_PASSWORD'));
     await page.click('#login button[type=submit]');
