@@ -326,6 +326,10 @@ const Example = `{
   "rtspListen": ":8554",
   "rtspsListen": ":8322",
   "metricsListen": "127.0.0.1:9601",
+  "webrtcUDPListen": ":8189",
+  "webrtcTCPListen": ":8189",
+  "webrtcPublicIPs": "203.0.113.7",
+  "webTokenTTL": "15m",
   "realm": "rtsptunnel",
   "users": [
     {"name": "alice", "ha1": "db0b043deb53edb1d118a2fc924c8d53",
