@@ -487,14 +487,28 @@ func (c *Client) renew(ctx context.Context, old *mqttConn) (*mqttConn, error) {
 	// old connection is taken right before the write. If a call came in
 	// since, the attempt is abandoned and the renewal tried again shortly
 	// (unless the deadline has passed).
+	unretire := func() {
+		c.mu.Lock()
+		c.switching = false
+		old.retired.Store(false)
+		c.signalLocked()
+		c.mu.Unlock()
+	}
 	lastLook := func() error {
 		lctx, cancel := context.WithTimeout(ctx, time.Second)
 		defer cancel()
-		if !old.waitIdle(lctx, time.Now().Add(time.Second)) && time.Now().Before(deadline) && ctx.Err() == nil {
-			return errNotIdle
+		for {
+			// Retired first, checked after: a call that arrives in between
+			// is either counted (and seen here) or logged as late.
+			retire()
+			if old.idle() || !time.Now().Before(deadline) || ctx.Err() != nil {
+				return nil
+			}
+			unretire()
+			if !old.waitIdle(lctx, time.Now().Add(time.Second)) {
+				return errNotIdle
+			}
 		}
-		retire()
-		return nil
 	}
 	if pre == nil {
 		retire()

@@ -226,6 +226,12 @@ func (cn *mqttConn) routeMethod(onMethod func(*mqttConn, string, string, []byte)
 			return
 		}
 		cn.calls.Add(1) // until its answer is acknowledged (Client.answer)
+		if cn.retired.Load() {
+			// It reached the hub while the renewal's CONNECT was on its way:
+			// the hub closes this connection when the new one is bound and
+			// fails the call unless it is answered first (see doc.go).
+			cn.log.Info("method call arrived on a connection being replaced", "method", name)
+		}
 		onMethod(cn, name, rid, m.Payload())
 	}
 }

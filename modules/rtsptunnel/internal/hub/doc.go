@@ -103,9 +103,10 @@
 //
 // What no client can avoid is edgeHub's own window: a call that reaches the
 // hub while the CONNECT is on its way is sent on the old connection and fails
-// unless answered before the hub closes it, and one that arrives between the
-// switch and the restored subscription gets 404. Both last about one round
-// trip to the hub, once per renewal. TestTokenRenewal measures it: thousands
-// of calls, slow ones included, across 8 renewals, no slow call lost, at most
-// one fast call per renewal.
+// unless answered before the hub closes it (the client logs such a call:
+// "method call arrived on a connection being replaced"), and one that arrives
+// between the switch and the restored subscriptions gets 404. Both last about
+// one round trip to the hub, once per renewal. TestTokenRenewal measures it:
+// thousands of calls, slow ones included, across 8 renewals; the only calls
+// that fail are those.
 package hub

