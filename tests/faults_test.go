@@ -2,7 +2,10 @@ package tests
 
 import (
 	"context"
+	"encoding/json"
 	"net"
+	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"syscall"
@@ -281,5 +284,85 @@ func TestHubHalfOpen(t *testing.T) {
 	}
 	if d := c.cam.Dropped() - dropped; d != 0 {
 		t.Errorf("the camera dropped %d packets meanwhile (the tunnel stalled)", d)
+	}
+}
+
+// TestRepublishAfterReconnect makes IoT Hub lose the module's reported
+// properties while it is away (what lost patches, or a hub restored from an
+// earlier state, look like): the emulator is stopped, the module twin's
+// reported section is emptied in its state file, and the emulator comes
+// back. Only a full re-publish after the reconnect brings back what did not
+// change meanwhile (the session's target and opening time, the summary's
+// counts); without it the twin would stay empty.
+func TestRepublishAfterReconnect(t *testing.T) {
+	t.Parallel()
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	c := newChain(t, ctx, chainOptions{})
+	// An open tunnel that carries nothing: no byte count changes, so the
+	// module has nothing new to patch and only the re-publish can restore
+	// the state.
+	c.openTunnel(ctx, token)
+	id := c.openSession(ctx)
+	c.waitReported(ctx, "the session open with its target", func(rep map[string]any) bool {
+		sess := reportedSession(rep, id)
+		return sess != nil && sess["state"] == "open" && sess["target"] != nil
+	})
+
+	if err := c.emu.Close(); err != nil {
+		t.Fatal(err)
+	}
+	forgetReported(t, c.emuOpts.Dir, edgeDevice, moduleID)
+	c.startEmulator()
+	if rep := c.reported(); reportedSession(rep, id) != nil || rep["summary"] != nil {
+		t.Fatalf("the hub still has the module's state after it was emptied: %v", rep)
+	}
+	c.waitReady(ctx)
+	rep := c.waitReported(ctx, "the whole state re-published", func(rep map[string]any) bool {
+		sess := reportedSession(rep, id)
+		sum, _ := rep["summary"].(map[string]any)
+		return sess != nil && sess["state"] == "open" && sess["target"] == c.cam.ListenAddr() && sess["opened"] != nil &&
+			sum["active"] == float64(1) && sum["opened"] == float64(1)
+	})
+	t.Logf("re-published after the reconnect: %v", reportedSession(rep, id))
+}
+
+// forgetReported empties the reported properties of a module twin in the
+// stopped emulator's state file (state.json: identities[].twin.reported),
+// keeping their version.
+func forgetReported(t *testing.T, dir, deviceID, moduleID string) {
+	t.Helper()
+	path := filepath.Join(dir, "state.json")
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var state map[string]any
+	if err := json.Unmarshal(b, &state); err != nil {
+		t.Fatalf("the emulator's %s: %v", path, err)
+	}
+	ids, _ := state["identities"].([]any)
+	found := false
+	for _, v := range ids {
+		e, _ := v.(map[string]any)
+		if e["deviceId"] != deviceID || e["moduleId"] != moduleID {
+			continue
+		}
+		tw, _ := e["twin"].(map[string]any)
+		rep, _ := tw["reported"].(map[string]any)
+		if rep == nil {
+			break
+		}
+		rep["props"], rep["meta"] = map[string]any{}, map[string]any{}
+		found = true
+	}
+	if !found {
+		t.Fatalf("no twin.reported for %s/%s in %s: the emulator's state format changed; adapt forgetReported", deviceID, moduleID, path)
+	}
+	if b, err = json.MarshalIndent(state, "", "  "); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(path, b, 0o600); err != nil {
+		t.Fatal(err)
 	}
 }
