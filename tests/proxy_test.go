@@ -82,6 +82,9 @@ type proxyNet struct {
 // that the edge did not ask for.
 func newProxyNet(t *testing.T) *proxyNet {
 	t.Helper()
+	if gone := harness.SweepNetNS("rt-edge", "rt-proxy"); len(gone) > 0 {
+		t.Logf("deleted namespaces that an earlier, killed run left: %v", gone)
+	}
 	pn := &proxyNet{}
 	var err error
 	if pn.edge, err = harness.NewNetNS("rt-edge"); err != nil {
@@ -173,6 +176,19 @@ func TestSquidInThePath(t *testing.T) {
 	if c, err := pn.edge.DialContext(dctx, "tcp", other.Addr().String()); err == nil {
 		c.Close()
 		t.Fatalf("the edge reached %s past the firewall", other.Addr())
+	}
+	dcancel()
+	// ... and nothing gets in: a service listening on the edge is out of
+	// the proxy's reach.
+	inside, err := pn.edge.Listen("tcp", edgeIP+":0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer inside.Close()
+	dctx, dcancel = context.WithTimeout(ctx, 2*time.Second)
+	if c, err := pn.proxy.DialContext(dctx, "tcp", inside.Addr().String()); err == nil {
+		c.Close()
+		t.Fatalf("the proxy's namespace reached %s inside the edge", inside.Addr())
 	}
 	dcancel()
 

@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/exec"
 	"runtime"
+	"strconv"
 	"strings"
 	"sync"
 
@@ -50,12 +51,13 @@ func NetNSUsable() error {
 	return ns.Close()
 }
 
-// NewNetNS makes a namespace named prefix plus a random suffix (unique, so
-// that tests run side by side) with its loopback up. Close deletes it.
+// NewNetNS makes a namespace named prefix-<pid>-<random> (unique, so that
+// tests run side by side; the pid lets SweepNetNS tell leftovers) with its
+// loopback up. Close deletes it.
 func NewNetNS(prefix string) (*NetNS, error) {
 	suffix := make([]byte, 4)
 	rand.Read(suffix)
-	name := prefix + "-" + hex.EncodeToString(suffix)
+	name := prefix + "-" + strconv.Itoa(os.Getpid()) + "-" + hex.EncodeToString(suffix)
 	if err := IP("netns", "add", name); err != nil {
 		return nil, err
 	}
@@ -196,4 +198,39 @@ func Veth(a *NetNS, aAddr string, b *NetNS, bAddr string) error {
 		}
 	}
 	return nil
+}
+
+// SweepNetNS deletes namespaces made by NewNetNS with one of the prefixes
+// whose maker process has exited and that hold no process: what a test run
+// killed before its clean-up (a -timeout panic, SIGKILL) left behind. The
+// maker's pid is part of each name, so namespaces of runs still going are
+// left alone. It returns the names it deleted.
+func SweepNetNS(prefixes ...string) []string {
+	entries, err := os.ReadDir("/run/netns")
+	if err != nil {
+		return nil
+	}
+	var deleted []string
+	for _, e := range entries {
+		name := e.Name()
+		var rest string
+		for _, p := range prefixes {
+			if r, ok := strings.CutPrefix(name, p+"-"); ok {
+				rest = r
+			}
+		}
+		pidText, _, ok := strings.Cut(rest, "-")
+		pid, err := strconv.Atoi(pidText)
+		if !ok || err != nil || pid <= 0 || unix.Kill(pid, 0) != unix.ESRCH {
+			continue // not ours, or its maker still runs
+		}
+		out, err := exec.Command("ip", "netns", "pids", name).Output()
+		if err != nil || len(bytes.TrimSpace(out)) > 0 {
+			continue
+		}
+		if IP("netns", "del", name) == nil {
+			deleted = append(deleted, name)
+		}
+	}
+	return deleted
 }
