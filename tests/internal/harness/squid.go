@@ -142,6 +142,7 @@ func (s *Squid) config(ncsa string) string {
 	w("cache_store_log none")
 	w("coredump_dir %s", s.Dir)
 	w("netdb_filename none")
+	w("pinger_enable off") // no ICMP helper: nothing but the CONNECTs leaves squid
 	w("cache deny all")
 	w("shutdown_lifetime 0 seconds")
 	w("hosts_file %s", filepath.Join(s.Dir, "hosts"))
