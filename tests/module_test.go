@@ -267,7 +267,9 @@ func TestReconnectWhileStreaming(t *testing.T) {
 	}
 	time.Sleep(2 * time.Second) // stream a while before the outage
 	// The emulator keeps twins across restarts, so a summary being there
-	// proves nothing: the re-publish must raise the reported $version.
+	// proves nothing: the module must have patched the twin again (a higher
+	// reported $version). That it re-publishes the whole state, not only
+	// what changed, is TestRepublishAfterReconnect's job.
 	rep := c.waitReported(ctx, "one active session", func(rep map[string]any) bool {
 		sum, _ := rep["summary"].(map[string]any)
 		return sum["active"] == float64(1)
