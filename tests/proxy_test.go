@@ -16,7 +16,6 @@ import (
 	"net"
 	"net/url"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -51,7 +50,7 @@ func needNetNS(t *testing.T, tools ...string) {
 	err := harness.NetNSUsable()
 	if err == nil {
 		for _, tool := range tools {
-			if _, lerr := exec.LookPath(tool); lerr != nil {
+			if _, lerr := harness.LookSbin(tool); lerr != nil {
 				err = lerr
 				break
 			}
@@ -119,7 +118,11 @@ func newProxyNet(t *testing.T) *proxyNet {
 	}
 }
 `
-	if err := pn.edge.Run([]byte(rules), "nft", "-f", "-"); err != nil {
+	nft, err := harness.LookSbin("nft")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := pn.edge.Run([]byte(rules), nft, "-f", "-"); err != nil {
 		t.Fatal(err)
 	}
 	return pn

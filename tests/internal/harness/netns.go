@@ -41,7 +41,7 @@ func NetNSUsable() error {
 	if os.Geteuid() != 0 {
 		return errors.New("network namespaces need root (CI runs as root)")
 	}
-	if _, err := exec.LookPath("ip"); err != nil {
+	if _, err := LookSbin("ip"); err != nil {
 		return fmt.Errorf("iproute2's ip is not installed (scripts/setup.sh): %w", err)
 	}
 	ns, err := NewNetNS("probe")
@@ -92,13 +92,13 @@ func (n *NetNS) Close() error {
 
 // IP runs iproute2's ip with args and returns its error with its output.
 func IP(args ...string) error {
-	return run(nil, "ip", args...)
+	return run(nil, ipPath(), args...)
 }
 
 // Run runs bin with args inside the namespace (`ip netns exec`), with stdin
 // when not nil, and returns an error carrying the output when it fails.
 func (n *NetNS) Run(stdin []byte, bin string, args ...string) error {
-	return run(stdin, "ip", append([]string{"netns", "exec", n.Name, bin}, args...)...)
+	return run(stdin, ipPath(), append([]string{"netns", "exec", n.Name, bin}, args...)...)
 }
 
 func run(stdin []byte, bin string, args ...string) error {
@@ -117,7 +117,7 @@ func run(stdin []byte, bin string, args ...string) error {
 // namespace, for Start: `ip netns exec` enters the namespace and then execs
 // bin, so the process Start sees is bin itself.
 func (n *NetNS) Command(bin string, args ...string) (string, []string) {
-	return "ip", append([]string{"netns", "exec", n.Name, bin}, args...)
+	return ipPath(), append([]string{"netns", "exec", n.Name, bin}, args...)
 }
 
 // do runs f on a thread of its own that has entered the namespace. The
@@ -224,7 +224,7 @@ func SweepNetNS(prefixes ...string) []string {
 		if !ok || err != nil || pid <= 0 || unix.Kill(pid, 0) != unix.ESRCH {
 			continue // not ours, or its maker still runs
 		}
-		out, err := exec.Command("ip", "netns", "pids", name).Output()
+		out, err := exec.Command(ipPath(), "netns", "pids", name).Output()
 		if err != nil || len(bytes.TrimSpace(out)) > 0 {
 			continue
 		}
@@ -233,4 +233,27 @@ func SweepNetNS(prefixes ...string) []string {
 		}
 	}
 	return deleted
+}
+
+// LookSbin finds an administration program (ip, nft, squid) on PATH or, as
+// a PATH without them is common for non-login shells, in /usr/sbin or /sbin.
+func LookSbin(name string) (string, error) {
+	p, err := exec.LookPath(name)
+	if err == nil {
+		return p, nil
+	}
+	for _, dir := range []string{"/usr/sbin", "/sbin"} {
+		if st, serr := os.Stat(dir + "/" + name); serr == nil && st.Mode().IsRegular() && st.Mode()&0o111 != 0 {
+			return dir + "/" + name, nil
+		}
+	}
+	return "", err
+}
+
+// ipPath is iproute2's ip, or "ip" for the error that says it is missing.
+func ipPath() string {
+	if p, err := LookSbin("ip"); err == nil {
+		return p
+	}
+	return "ip"
 }

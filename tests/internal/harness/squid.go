@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"maps"
 	"os"
-	"os/exec"
 	"os/user"
 	"path/filepath"
 	"slices"
@@ -55,7 +54,7 @@ type Squid struct {
 // SquidPath returns the path of the squid binary and of its basic_ncsa_auth
 // helper, or an error saying how to install them.
 func SquidPath() (squid, ncsa string, err error) {
-	squid, err = exec.LookPath("squid")
+	squid, err = LookSbin("squid")
 	if err != nil {
 		return "", "", fmt.Errorf("squid is not installed (apt-get install squid, or scripts/setup.sh): %w", err)
 	}
