@@ -37,6 +37,18 @@ func TestRelaySecurityDefaults(t *testing.T) {
 			t.Errorf("SECURITY.md's relay row lacks %q (from config.Default)", want)
 		}
 	}
+	var page string
+	for _, l := range strings.Split(string(b), "\n") {
+		if strings.HasPrefix(l, "| relay browser page |") {
+			page = l
+		}
+	}
+	if want := fmt.Sprintf("%g s page tokens (`webTokenTTL`)", secs(d.WebTokenTTL)); !strings.Contains(page, want) {
+		t.Errorf("SECURITY.md's relay browser page row lacks %q (from config.Default)", want)
+	}
+	if d.WebRTC() || !strings.Contains(page, "off (no `webrtcUDPListen`/`webrtcTCPListen`)") {
+		t.Errorf("browser playback on by default (%v), or SECURITY.md does not say it is off", d.WebRTC())
+	}
 	if d.InsecureWS || d.AllowAnonymous {
 		t.Errorf("defaults: insecureWS %v, allowAnonymous %v; SECURITY.md says TLS required and players authenticated", d.InsecureWS, d.AllowAnonymous)
 	}
