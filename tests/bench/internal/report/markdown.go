@@ -9,7 +9,7 @@ import (
 )
 
 // markdown renders docs/benchmarks.md.
-func markdown(r *suite.Results, resultsRef string, charts []string) string {
+func markdown(r *suite.Results, resultsRef string, charts []string, k kept) string {
 	var b strings.Builder
 	p := func(format string, args ...any) { fmt.Fprintf(&b, format+"\n", args...) }
 	m := r.Meta
@@ -84,6 +84,9 @@ func markdown(r *suite.Results, resultsRef string, charts []string) string {
 			}
 			p("| %s | %s | %s | %s |", t.Name, t.Goal, t.Measured, met)
 		}
+		for _, row := range k.targets {
+			p("%s", row)
+		}
 		p("")
 	}
 	if len(m.Notes) > 0 {
@@ -101,6 +104,9 @@ func markdown(r *suite.Results, resultsRef string, charts []string) string {
 	rttSection(&b, r)
 	memorySection(&b, r)
 	fanoutSection(&b, r)
+	if k.section != "" {
+		b.WriteString(k.section)
+	}
 	methodSection(&b, r)
 	return b.String()
 }
@@ -703,4 +709,47 @@ func activeRate(r *suite.Results) float64 {
 		return r.Concurrency[0].TargetBps / 1e6
 	}
 	return 0
+}
+
+// keptHeading starts the section written by hand from `scripts/bench
+// --webrtc` (Go benchmarks outside this suite); keptRow marks its rows in the
+// targets table.
+const (
+	keptHeading = "## 7. Browser viewers (WebRTC)"
+	keptRow     = "| WebRTC: "
+)
+
+// kept is what a new report carries over from the previous one: figures
+// that other commands measure and a person writes down, which a full run of
+// this suite must not erase.
+type kept struct {
+	targets []string // whole table rows, each starting with keptRow
+	section string   // from keptHeading up to the next "## " heading, with its trailing blank line
+}
+
+// keptFrom finds the hand-written parts of a previous benchmarks.md.
+func keptFrom(old string) kept {
+	var k kept
+	lines := strings.SplitAfter(old, "\n")
+	var sec strings.Builder
+	in := false
+	for _, l := range lines {
+		t := strings.TrimRight(l, "\n")
+		switch {
+		case t == keptHeading:
+			in = true
+		case in && strings.HasPrefix(t, "## "):
+			in = false
+		case !in && strings.HasPrefix(t, keptRow):
+			k.targets = append(k.targets, t)
+		}
+		if in {
+			sec.WriteString(l)
+		}
+	}
+	k.section = sec.String()
+	if k.section != "" && !strings.HasSuffix(k.section, "\n\n") {
+		k.section += "\n"
+	}
+	return k
 }

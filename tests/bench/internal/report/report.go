@@ -6,7 +6,9 @@ package report
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
+	"io/fs"
 	"math"
 	"os"
 	"path/filepath"
@@ -45,8 +47,13 @@ func Write(r *suite.Results, dir, resultsRef string) error {
 		}
 		charts = append(charts, ConcurrencyPNG)
 	}
-	md := markdown(r, resultsRef, charts)
-	return os.WriteFile(filepath.Join(dir, MarkdownFile), []byte(md), 0o644)
+	path := filepath.Join(dir, MarkdownFile)
+	old, err := os.ReadFile(path)
+	if err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return err
+	}
+	md := markdown(r, resultsRef, charts, keptFrom(string(old)))
+	return os.WriteFile(path, []byte(md), 0o644)
 }
 
 func writeChart(path string, render func(*bytes.Buffer) error) error {

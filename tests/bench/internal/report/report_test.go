@@ -81,3 +81,38 @@ func TestWrite(t *testing.T) {
 		t.Errorf("summary %q", s)
 	}
 }
+
+// TestWriteKeepsHandWritten: a full run rewrites benchmarks.md but keeps the
+// browser section and its target row, which `scripts/bench --webrtc`
+// measures and a person writes down.
+func TestWriteKeepsHandWritten(t *testing.T) {
+	dir := t.TempDir()
+	section := keptHeading + "\n\nfigures from scripts/bench --webrtc\n\n| measure | result |\n|---|---|\n| join | 4 ms |\n\n"
+	row := keptRow + "join p50 | ≤ 100 ms | 4.2 ms | **yes** |"
+	old := "# Benchmarks\n\n## Where we are against the targets\n\n| target | goal | measured | met |\n|---|---|---|---|\n| old | x | y | no |\n" +
+		row + "\n\n## 6. Fan-out\n\nold fan-out\n\n" + section + "## Reproducing\n\nold\n"
+	if err := os.WriteFile(filepath.Join(dir, MarkdownFile), []byte(old), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for range 2 { // and a second run keeps it exactly once
+		if err := Write(sample(), dir, "bench/results.json"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	b, err := os.ReadFile(filepath.Join(dir, MarkdownFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	md := string(b)
+	if strings.Count(md, section) != 1 || strings.Count(md, row) != 1 {
+		t.Fatalf("hand-written section or row not kept exactly once:\n%s", md)
+	}
+	if strings.Contains(md, "old fan-out") || strings.Contains(md, "| old | x |") {
+		t.Error("generated parts of the old file survived")
+	}
+	if !(strings.Index(md, "| sustained opens |") < strings.Index(md, row) &&
+		strings.Index(md, "## 6. Fan-out") < strings.Index(md, keptHeading) &&
+		strings.Index(md, keptHeading) < strings.Index(md, "## Reproducing")) {
+		t.Errorf("kept parts out of place:\n%s", md)
+	}
+}
