@@ -109,6 +109,12 @@ if [ ${#missing[@]} -gt 0 ]; then
 	echo "==> installing ${missing[*]} with apt-get"
 	apt_get update -qq
 	apt_get install -y -qq --no-install-recommends "${missing[@]}"
+	# Debian starts a system-wide squid on port 3128 when it installs the
+	# package; the test runs its own squid, so one installed here for it
+	# does not keep serving afterwards.
+	if [[ " ${missing[*]} " == *" squid "* ]] && [ -d /run/systemd/system ]; then
+		systemctl disable --now squid >/dev/null 2>&1 || true
+	fi
 fi
 
 if ! command -v go >/dev/null 2>&1; then
