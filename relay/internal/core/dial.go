@@ -167,11 +167,11 @@ func (s *Server) Dial(ctx context.Context, camera string) (*Tunnel, error) {
 	methodCtx, cancelMethod := context.WithCancel(context.WithoutCancel(ctx))
 	methodCh := make(chan methodResult, 1)
 	go func() {
-		res, err := s.Opener.OpenTunnel(methodCtx, camera, OpenRequest{
+		res, err := s.open(methodCtx, log, camera, OpenRequest{
 			SessionID: id,
 			Endpoint:  s.BaseURL.JoinPath("tunnels", id).String(),
 			Token:     tok,
-		})
+		}, start)
 		methodCh <- methodResult{res, err}
 	}()
 	var method *methodResult
@@ -276,6 +276,55 @@ func (s *Server) Dial(ctx context.Context, camera string) (*Tunnel, error) {
 			return nil, failed(metrics.OutcomeShutdown, "relay shutting down")
 		}
 	}
+}
+
+// Retries of a tunnelOpen that did not reach the module (see open).
+const (
+	notOnlineRetryFirst = 50 * time.Millisecond
+	notOnlineRetryMax   = 500 * time.Millisecond
+)
+
+// open calls the Opener, and calls it again, with a short backoff, while
+// IoT Hub answers that the module is not connected or not subscribed to
+// methods (404103): the module never saw the call, so repeating it is safe.
+// That is what edgeHub answers while the module renews its token (it
+// unsubscribes from methods on the old connection, then connects the new
+// one and subscribes) or reconnects. The retries stop at three quarters of
+// SessionWait, so that the last answer, not the timer, ends a session whose
+// module is really offline. Any other failure is final: after a 504 or the
+// module's own answer the module may have acted.
+func (s *Server) open(ctx context.Context, log *slog.Logger, camera string, req OpenRequest, start time.Time) (OpenResult, error) {
+	until := start.Add(s.SessionWait * 3 / 4)
+	wait := notOnlineRetryFirst
+	for retries := 0; ; retries++ {
+		res, err := s.Opener.OpenTunnel(ctx, camera, req)
+		if err == nil || !notOnline(err) || time.Now().Add(wait).After(until) {
+			if retries > 0 {
+				log.Debug("tunnelOpen retried", "retries", retries, "error", err)
+			}
+			return res, err
+		}
+		if retries == 0 {
+			log.Info("tunnelOpen: the module is not connected or not subscribed to methods (renewing its token, or reconnecting); retrying", "error", err)
+		}
+		s.Metrics.MethodRetries.Inc()
+		t := time.NewTimer(wait)
+		select {
+		case <-t.C:
+		case <-ctx.Done():
+			t.Stop()
+			return res, err
+		}
+		wait = min(2*wait, notOnlineRetryMax)
+	}
+}
+
+// notOnline reports whether err says that the call never reached the
+// module because it is not connected or not subscribed to methods (see
+// Opener).
+func notOnline(err error) bool {
+	var e interface{ DeviceNotOnline() bool }
+	return errors.As(err, &e) && e.DeviceNotOnline()
 }
 
 // Tunnel is an open tunnel: a net.Conn whose reads are the camera's bytes

@@ -21,8 +21,11 @@ type Opener interface {
 	// OpenTunnel returns the module's answer (any status), or an error when
 	// the method did not reach the module or got no answer. An error that
 	// has an HTTPStatus() int method (found with errors.As) reports IoT
-	// Hub's status in the session's log line. OpenTunnel must return when
-	// ctx is done.
+	// Hub's status in the session's log line. An error with a
+	// DeviceNotOnline() bool method that returns true (IoT Hub's 404103: the
+	// module is not connected or not subscribed to methods, so it never saw
+	// the call) is retried with a short backoff within SessionWait.
+	// OpenTunnel must return when ctx is done.
 	OpenTunnel(ctx context.Context, camera string, req OpenRequest) (OpenResult, error)
 }
 

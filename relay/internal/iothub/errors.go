@@ -62,6 +62,12 @@ func (e *Error) ResponseBody() []byte { return []byte(e.Body) }
 // without importing this package.
 func (e *Error) HTTPStatus() int { return e.StatusCode }
 
+// DeviceNotOnline reports whether e is 404103: the device or module is not
+// connected or not subscribed to methods, so the call never reached it and
+// may be repeated (the relay's core retries it without importing this
+// package).
+func (e *Error) DeviceNotOnline() bool { return e.ErrorCode == CodeDeviceNotOnline }
+
 // Is reports whether e matches ErrDeviceNotOnline or ErrTimeout.
 func (e *Error) Is(target error) bool {
 	switch target {

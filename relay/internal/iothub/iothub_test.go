@@ -263,6 +263,11 @@ func TestInvokeMethod(t *testing.T) {
 			if tt.wantErr == nil && (errors.Is(err, ErrDeviceNotOnline) || errors.Is(err, ErrTimeout)) {
 				t.Errorf("error %v matches a sentinel it should not", err)
 			}
+			// core retries what DeviceNotOnline reports, without importing this package.
+			var nr interface{ DeviceNotOnline() bool }
+			if got := errors.As(err, &nr) && nr.DeviceNotOnline(); got != (tt.wantErr == ErrDeviceNotOnline) {
+				t.Errorf("error %v: DeviceNotOnline() = %v", err, got)
+			}
 			var he *Error
 			if tt.wantCode != 0 && (!errors.As(err, &he) || he.StatusCode != tt.wantCode) {
 				t.Errorf("error %v: want *Error with status %d", err, tt.wantCode)

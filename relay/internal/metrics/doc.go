@@ -14,6 +14,7 @@
 //	relay_open_duration_seconds                histogram: tunnelOpen call until the module's websocket is up
 //	relay_edge_bytes_total{camera,direction}   counter: bytes on the edge link, to_camera or from_camera
 //	relay_method_calls_total{status}           counter: tunnelOpen calls by result (see MethodStatus)
+//	relay_method_retries_total                 counter: tunnelOpen calls repeated after IoT Hub's 404103
 //
 // Viewers and the shared upstream:
 //

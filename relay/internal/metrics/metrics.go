@@ -75,6 +75,9 @@ type Metrics struct {
 	OpenDuration   prometheus.Histogram
 	EdgeBytes      *prometheus.CounterVec
 	MethodCalls    *prometheus.CounterVec
+	// MethodRetries counts tunnelOpen calls repeated because IoT Hub
+	// answered 404103 (see core.Opener).
+	MethodRetries prometheus.Counter
 
 	PlayerBytes      *prometheus.CounterVec
 	Viewers          *prometheus.GaugeVec
@@ -117,6 +120,10 @@ func New(reg prometheus.Registerer) (*Metrics, error) {
 			Name: "relay_method_calls_total",
 			Help: "tunnelOpen direct method calls, by status: the module's status when IoT Hub delivered the call, hub_<code> when IoT Hub refused it, error when no HTTP answer came.",
 		}, []string{"status"}),
+		MethodRetries: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "relay_method_retries_total",
+			Help: "tunnelOpen calls repeated because IoT Hub answered 404103 (the module not connected or not subscribed to methods, e.g. while it renews its token): the module never saw them.",
+		}),
 	}
 	fast := []float64{0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30}
 	m.PlayerBytes = prometheus.NewCounterVec(prometheus.CounterOpts{
@@ -153,7 +160,7 @@ func New(reg prometheus.Registerer) (*Metrics, error) {
 		Name: "relay_rtsp_refused_total",
 		Help: "Player requests refused, by reason (bad_credentials, forbidden, not_found, rate_limited, limit, unavailable).",
 	}, []string{"reason"})
-	for _, c := range []prometheus.Collector{m.SessionsTotal, m.SessionsActive, m.OpenDuration, m.EdgeBytes, m.MethodCalls,
+	for _, c := range []prometheus.Collector{m.SessionsTotal, m.SessionsActive, m.OpenDuration, m.EdgeBytes, m.MethodCalls, m.MethodRetries,
 		m.PlayerBytes, m.Viewers, m.UpstreamState, m.UpstreamOpen, m.UpstreamRestarts, m.PlayerJoin, m.PlayerDropped, m.Refused} {
 		if err := reg.Register(c); err != nil {
 			return nil, fmt.Errorf("failed to register metrics: %w", err)

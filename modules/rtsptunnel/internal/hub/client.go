@@ -9,7 +9,6 @@ import (
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
-	"net"
 	"net/http"
 	"net/url"
 	"strconv"
@@ -43,7 +42,8 @@ const (
 	syncTimeout         = 30 * time.Second       // reading the twin after a connect
 	respondTimeout      = 15 * time.Second       // publishing one method answer; also how long a replaced connection is kept for answers
 	renewTimeout        = 10 * time.Second       // getting a token, or connecting, for a renewal (the old connection works meanwhile)
-	preDialMaxAge       = 5 * time.Second        // a connection opened ahead of a renewal is replaced when older
+	drainTimeout        = 30 * time.Second       // a renewal serves the calls of the old connection this long at most (IoT Hub's default method timeout)
+	drainQuiet          = 250 * time.Millisecond // ... and switches once no call arrived on it for this long (see drain)
 	shutdownGrace       = 2 * time.Second        // Run waits this long for running method handlers
 	minTokenLifetime    = 2 * time.Second
 	maxErrorMessageSize = 200
@@ -334,11 +334,6 @@ func (c *Client) Run(ctx context.Context) error {
 			c.uninstall()
 		case <-timer.C:
 			next, err := c.renew(ctx, cur)
-			if errors.Is(err, errNotIdle) {
-				c.log.Debug("token renewal postponed: a method call came in", "conn", cur.id)
-				renewAt = time.Now()
-				continue
-			}
 			if err != nil {
 				if ctx.Err() != nil {
 					return nil
@@ -371,7 +366,7 @@ func (c *Client) connect(ctx context.Context, timeout time.Duration) (*mqttConn,
 	if err != nil {
 		return nil, err
 	}
-	return c.dialWith(ctx, dctx, newToken{token, time.Now(), expiry}, nil, nil)
+	return c.dialWith(ctx, dctx, newToken{token, time.Now(), expiry})
 }
 
 // newToken is a SAS token and its lifetime.
@@ -380,19 +375,17 @@ type newToken struct {
 	issued, expiry time.Time
 }
 
-// dialWith opens one connection with tok, on nc when it is not nil. dctx
-// bounds the attempt; ctx is the context of the connection's method handlers.
-func (c *Client) dialWith(ctx, dctx context.Context, tok newToken, nc net.Conn, beforeConnect func() error) (*mqttConn, error) {
+// dialWith opens one connection with tok. dctx bounds the attempt; ctx is
+// the context of the connection's method handlers.
+func (c *Client) dialWith(ctx, dctx context.Context, tok newToken) (*mqttConn, error) {
 	cfg := dialConfig{
-		broker:        c.broker,
-		clientID:      c.opts.Identity.ClientID(),
-		username:      c.username,
-		password:      tok.token,
-		tlsConf:       c.opts.Identity.TLSConfig(),
-		proxy:         c.opts.Proxy,
-		onConnack:     func() { c.setSwitching(true) },
-		netConn:       nc,
-		beforeConnect: beforeConnect,
+		broker:    c.broker,
+		clientID:  c.opts.Identity.ClientID(),
+		username:  c.username,
+		password:  tok.token,
+		tlsConf:   c.opts.Identity.TLSConfig(),
+		proxy:     c.opts.Proxy,
+		onConnack: func() { c.setSwitching(true) },
 		handlers: connHandlers{
 			onMethod: func(cn *mqttConn, name, rid string, payload []byte) {
 				c.onMethod(ctx, cn, name, rid, payload)
@@ -405,27 +398,29 @@ func (c *Client) dialWith(ctx, dctx context.Context, tok newToken, nc net.Conn, 
 	return dial(dctx, cfg, id, tok.issued, tok.expiry)
 }
 
-// renew replaces old with a new connection made with a fresh token, losing
-// no method call against edgeHub, which binds the new connection at once
-// (with no subscriptions until it subscribes), closes the old one right after
-// and fails the calls still waiting on it (504); their answers, published
-// anywhere, are dropped. So:
+// renew replaces old with a new connection made with a fresh token, so that
+// no caller sees a call fail in a way it cannot safely retry. edgeHub binds
+// the new connection at once (with no subscriptions until it subscribes),
+// closes the old one right after and fails the calls still waiting on it
+// (504: the caller cannot tell whether the module acted); their answers,
+// published anywhere, are dropped. So:
 //
 //  1. the token is minted first: a workload API that fails or hangs fails the
 //     renewal (bounded by renewTimeout) and the old connection goes on;
 //  2. the client waits until the old connection is idle (no method call in
-//     flight, every publish acknowledged), until the renewal deadline; the
-//     old connection keeps serving meanwhile;
-//  3. the TCP and TLS connection is opened ahead (mqtt transport), and the
-//     client waits for an idle moment again, the last time right before it
-//     writes CONNECT, so that what separates that moment from the broker's
-//     switch is the CONNECT's way to the broker;
-//  4. it connects and subscribes; twin requests that fail on the old
-//     connection meanwhile are retried on the new one.
-//
-// A call that reaches the old connection within that round trip, or the new
-// one before its subscription, can still fail: that is edgeHub's, and no
-// client can avoid it (see doc.go).
+//     flight, every publish acknowledged), until the renewal deadline, so
+//     that the steps below take a moment only; the old connection keeps
+//     serving meanwhile;
+//  3. it unsubscribes the old connection from methods: from the UNSUBACK on,
+//     edgeHub answers new calls 404 at once, which the caller retries (the
+//     module never saw them);
+//  4. it drains the old connection: the calls already delivered on it, and
+//     those that arrive shortly after the UNSUBACK, are served and answered
+//     on it, until it has been quiet for drainQuiet (see drain);
+//  5. it connects (twin requests that fail on the old connection meanwhile
+//     are retried on the new one) and subscribes; only then is the renewal
+//     done. If the connect fails, the old connection subscribes to methods
+//     again and goes on.
 func (c *Client) renew(ctx context.Context, old *mqttConn) (*mqttConn, error) {
 	tctx, cancel := context.WithTimeout(ctx, renewTimeout)
 	token, expiry, err := c.opts.Identity.Token(tctx, c.opts.TokenLifetime)
@@ -439,88 +434,35 @@ func (c *Client) renew(ctx context.Context, old *mqttConn) (*mqttConn, error) {
 	if !old.idle() {
 		c.log.Info("token renewal waits for the method calls in flight", "conn", old.id, "calls", old.calls.Load(), "until", deadline)
 	}
-	var pre net.Conn
-	var preAt time.Time
-	defer func() {
-		if pre != nil {
-			pre.Close()
+	if !old.waitIdle(ctx, deadline) {
+		if ctx.Err() != nil {
+			return nil, ctx.Err()
 		}
-	}()
-	for {
-		if !old.waitIdle(ctx, deadline) {
-			if ctx.Err() != nil {
-				return nil, ctx.Err()
-			}
-			c.log.Warn("renewing the token with method calls in flight: the hub will answer them 504",
-				"conn", old.id, "calls", old.calls.Load(), "token_expiry", old.expiry)
-			break
-		}
-		if c.opts.Transport != TransportMQTT || !old.alive() {
-			break
-		}
-		if pre != nil && time.Since(preAt) < preDialMaxAge {
-			if old.idle() {
-				break
-			}
-			continue
-		}
-		if pre != nil {
-			pre.Close()
-		}
-		if pre, err = c.preDial(ctx); err != nil {
-			return nil, err
-		}
-		preAt = time.Now()
+		c.log.Info("token renewal goes on with method calls in flight: they are answered before the switch",
+			"conn", old.id, "calls", old.calls.Load(), "token_expiry", old.expiry)
 	}
 
-	retire := func() {
-		// From now on twin requests wait for the new connection (or are
-		// retried on it), so that handlers calling them do not hold the old
-		// one busy.
-		c.mu.Lock()
-		c.switching = true
-		old.retired.Store(true)
-		c.signalLocked()
-		c.mu.Unlock()
-	}
-	// paho starts goroutines before it writes CONNECT: the last look at the
-	// old connection is taken right before the write. If a call came in
-	// since, the attempt is abandoned and the renewal tried again shortly
-	// (unless the deadline has passed).
-	unretire := func() {
-		c.mu.Lock()
-		c.switching = false
-		old.retired.Store(false)
-		c.signalLocked()
-		c.mu.Unlock()
-	}
-	lastLook := func() error {
-		lctx, cancel := context.WithTimeout(ctx, time.Second)
-		defer cancel()
-		for {
-			// Retired first, checked after: a call that arrives in between
-			// is either counted (and seen here) or logged as late.
-			retire()
-			if old.idle() || !time.Now().Before(deadline) || ctx.Err() != nil {
-				return nil
-			}
-			unretire()
-			if !old.waitIdle(lctx, time.Now().Add(time.Second)) {
-				return errNotIdle
-			}
-		}
-	}
-	if pre == nil {
-		retire()
-	}
-	dctx, cancel := context.WithTimeout(ctx, renewTimeout)
-	var look func() error
-	if pre != nil {
-		look = lastLook
-	}
-	next, err := c.dialWith(ctx, dctx, tok, pre, look)
+	unsubAt := time.Now()
+	uctx, cancel := context.WithTimeout(ctx, renewTimeout)
+	err = old.unsubscribeMethods(uctx)
 	cancel()
-	pre = nil // dial owns it now
+	if err != nil {
+		c.resumeMethods(ctx, old)
+		return nil, fmt.Errorf("hub: %w", err)
+	}
+	c.drain(ctx, old, time.Since(unsubAt))
+
+	c.mu.Lock()
+	// From now on twin requests wait for the new connection (or are retried
+	// on it), so that handlers calling them do not hold the old one busy.
+	c.switching = true
+	old.retired.Store(true)
+	c.signalLocked()
+	c.mu.Unlock()
+
+	dctx, cancel := context.WithTimeout(ctx, renewTimeout)
+	next, err := c.dialWith(ctx, dctx, tok)
+	cancel()
 
 	c.mu.Lock()
 	c.switching = false
@@ -532,6 +474,7 @@ func (c *Client) renew(ctx context.Context, old *mqttConn) (*mqttConn, error) {
 	c.signalLocked()
 	c.mu.Unlock()
 	if err != nil {
+		c.resumeMethods(ctx, old)
 		return nil, err
 	}
 	c.retire(old)
@@ -539,24 +482,52 @@ func (c *Client) renew(ctx context.Context, old *mqttConn) (*mqttConn, error) {
 	return next, nil
 }
 
-// errNotIdle abandons a renewal attempt that found a method call in flight
-// at the last moment.
-var errNotIdle = errors.New("a method call came in; trying again")
-
-// preDial opens the TCP and TLS connection of the next MQTT connection.
-func (c *Client) preDial(ctx context.Context) (net.Conn, error) {
-	u, err := url.Parse(c.broker)
-	if err != nil {
-		return nil, fmt.Errorf("hub: bad broker address: %w", err)
+// resumeMethods subscribes old to methods again after a renewal that did
+// not complete. A connection that cannot is closed: Run rebuilds it, rather
+// than keeping a connection the hub sends no calls to.
+func (c *Client) resumeMethods(ctx context.Context, old *mqttConn) {
+	if !old.alive() || ctx.Err() != nil {
+		return
 	}
-	dctx, cancel := context.WithTimeout(ctx, connectTimeout)
+	sctx, cancel := context.WithTimeout(ctx, renewTimeout)
 	defer cancel()
-	d := tls.Dialer{Config: c.opts.Identity.TLSConfig()}
-	nc, err := d.DialContext(dctx, "tcp", u.Host)
-	if err != nil {
-		return nil, fmt.Errorf("hub: failed to connect to %s: %w", u.Host, err)
+	if err := old.subscribeMethods(sctx); err != nil {
+		c.log.Warn("closing the connection: it cannot take method calls again", "conn", old.id, "error", err)
+		old.close()
 	}
-	return nc, nil
+}
+
+// drain waits, after old was unsubscribed from methods (which took rtt),
+// until it is quiet: no call in flight, every publish acknowledged, and no
+// call arrived for drainQuiet or 4 round trips, whichever is longer. edgeHub
+// may send a request it dispatched before it processed the UNSUBSCRIBE after
+// the UNSUBACK; a loaded hub, whose round trips are longer, gets longer. The
+// wait is bounded by drainTimeout (callers do not wait longer for an answer)
+// and by the token's remaining lifetime; the calls still in flight then fail
+// with 504 at the switch (logged).
+func (c *Client) drain(ctx context.Context, old *mqttConn, rtt time.Duration) {
+	quiet := max(drainQuiet, 4*rtt)
+	life := old.expiry.Sub(old.issued)
+	deadline := time.Now().Add(drainTimeout)
+	if d := old.expiry.Add(-life / 20); d.Before(deadline) {
+		deadline = d
+	}
+	last, busySince := old.arrived.Load(), time.Now()
+	for old.alive() && ctx.Err() == nil {
+		now := time.Now()
+		if n := old.arrived.Load(); n != last || !old.idle() {
+			last, busySince = n, now
+		} else if now.Sub(busySince) >= quiet {
+			return
+		}
+		if !now.Before(deadline) {
+			c.log.Warn("renewing the token with method calls in flight: the hub will answer them 504",
+				"conn", old.id, "calls", old.calls.Load(), "token_expiry", old.expiry)
+			return
+		}
+		// Polling keeps the counters plain atomics on the hot path.
+		time.Sleep(time.Millisecond)
+	}
 }
 
 // retire closes a replaced connection once the answers of the calls that

@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"net/url"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -58,13 +59,6 @@ type dialConfig struct {
 	// onConnack, if set, is called once the hub accepted the connection,
 	// before subscribing: from then on methods may arrive.
 	onConnack func()
-	// netConn, if set, is an open TLS connection to the broker to use instead
-	// of dialing (a token renewal opens it before it picks its moment).
-	netConn net.Conn
-	// beforeConnect, if set with netConn, runs right before CONNECT is
-	// written: the last moment a renewal can wait for. An error abandons the
-	// connection attempt.
-	beforeConnect func() error
 	// pubs counts publishing goroutines (see mqttConn.startPublish).
 	pubs *sync.WaitGroup
 }
@@ -96,6 +90,12 @@ type mqttConn struct {
 	// calls counts method requests that arrived on this connection and whose
 	// answer the broker has not acknowledged yet; see idle.
 	calls atomic.Int64
+	// arrived counts every method request that arrived on this connection,
+	// so that a token renewal notices one that came and went between two
+	// looks at calls (see Client.drain).
+	arrived atomic.Uint64
+	// methodRoute is the paho handler of method requests (routeMethod).
+	methodRoute mqtt.MessageHandler
 
 	mu      sync.Mutex
 	pending map[string]chan twinResponse // guarded by mu; nil once lost
@@ -143,27 +143,24 @@ func dial(ctx context.Context, cfg dialConfig, id uint64, issued, expiry time.Ti
 	o.SetConnectTimeout(connectTimeout)
 	o.SetWriteTimeout(writeTimeout)
 	o.SetWebsocketOptions(&mqtt.WebsocketOptions{Proxy: cfg.proxy})
-	if nc := cfg.netConn; nc != nil {
-		var used atomic.Bool
-		o.SetCustomOpenConnectionFn(func(*url.URL, mqtt.ClientOptions) (net.Conn, error) {
-			if used.Swap(true) {
-				return nil, errors.New("the pre-opened connection was used already")
-			}
-			if cfg.beforeConnect != nil {
-				if err := cfg.beforeConnect(); err != nil {
-					nc.Close()
-					return nil, err
-				}
-			}
-			return nc, nil
-		})
-	}
 	o.SetConnectionLostHandler(func(_ mqtt.Client, err error) {
 		cn.markLost(fmt.Errorf("%w: %w", errConnLost, err))
 	})
+	cn.methodRoute = cn.routeMethod(cfg.handlers.onMethod)
+	// paho deletes a filter's route as soon as it sends the UNSUBSCRIBE, but
+	// the broker may still deliver requests it dispatched before it processed
+	// it (a token renewal unsubscribes from methods and serves those, see
+	// Client.renew): they come here and are served all the same.
+	o.SetDefaultPublishHandler(func(cl mqtt.Client, m mqtt.Message) {
+		if strings.HasPrefix(m.Topic(), prefixMethodPost) {
+			cn.methodRoute(cl, m)
+			return
+		}
+		cn.log.Debug("ignoring a message on an unexpected topic", "topic", m.Topic())
+	})
 	c := mqtt.NewClient(o)
 	// Routes before Connect: a resumed session may deliver right after CONNACK.
-	c.AddRoute(filterMethods, cn.routeMethod(cfg.handlers.onMethod))
+	c.AddRoute(filterMethods, cn.methodRoute)
 	c.AddRoute(filterTwinRes, cn.routeTwinResponse)
 	c.AddRoute(filterDesired, func(_ mqtt.Client, m mqtt.Message) {
 		cfg.handlers.onDesired(cn, m.Payload())
@@ -226,6 +223,7 @@ func (cn *mqttConn) routeMethod(onMethod func(*mqttConn, string, string, []byte)
 			return
 		}
 		cn.calls.Add(1) // until its answer is acknowledged (Client.answer)
+		cn.arrived.Add(1)
 		if cn.retired.Load() {
 			// It reached the hub while the renewal's CONNECT was on its way:
 			// the hub closes this connection when the new one is bound and
@@ -234,6 +232,30 @@ func (cn *mqttConn) routeMethod(onMethod func(*mqttConn, string, string, []byte)
 		}
 		onMethod(cn, name, rid, m.Payload())
 	}
+}
+
+// unsubscribeMethods asks the broker to stop sending method requests on cn
+// and waits for its UNSUBACK. edgeHub answers the calls it receives from
+// then on 404 at once (see doc.go); requests it dispatched before still
+// arrive, and are served (see dial's default handler).
+func (cn *mqttConn) unsubscribeMethods(ctx context.Context) error {
+	if err := waitToken(ctx, cn.client.Unsubscribe(filterMethods), subackTimeout, cn.lost); err != nil {
+		return fmt.Errorf("failed to unsubscribe from methods: %w", err)
+	}
+	return nil
+}
+
+// subscribeMethods subscribes cn to method requests again (a renewal that
+// could not connect keeps the old connection).
+func (cn *mqttConn) subscribeMethods(ctx context.Context) error {
+	tok := cn.client.Subscribe(filterMethods, 1, cn.methodRoute)
+	if err := waitToken(ctx, tok, subackTimeout, cn.lost); err != nil {
+		return fmt.Errorf("failed to subscribe to methods again: %w", err)
+	}
+	if code := tok.(*mqtt.SubscribeToken).Result()[filterMethods]; code > 2 {
+		return fmt.Errorf("failed to subscribe to methods again: refused (return code %#x)", code)
+	}
+	return nil
 }
 
 // routeTwinResponse hands a twin response to the request waiting for its $rid.

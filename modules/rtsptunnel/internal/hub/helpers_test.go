@@ -234,6 +234,30 @@ func call(t *testing.T, ctx context.Context, e *emulator.Emulator, method string
 	return status, string(resp)
 }
 
+// invokeRetrying invokes a method through the emulator as the relay does: a
+// 404103 from the hub (the module is not connected or not subscribed to
+// methods: it never saw the call) is retried with a short backoff within
+// timeout; anything else, 504 included (the module may have acted), is the
+// result. It returns how many times it retried.
+func invokeRetrying(ctx context.Context, e *emulator.Emulator, method string, payload json.RawMessage, timeout time.Duration) (status int, resp json.RawMessage, retries int, err error) {
+	deadline := time.Now().Add(timeout)
+	wait := 20 * time.Millisecond
+	for {
+		status, resp, err = e.InvokeMethod(ctx, testDevice, testModule, method, payload, time.Until(deadline))
+		var he *emulator.HubError
+		if !errors.As(err, &he) || he.Code != emulator.CodeDeviceNotOnline || time.Now().Add(wait).After(deadline) {
+			return status, resp, retries, err
+		}
+		retries++
+		select {
+		case <-time.After(wait):
+		case <-ctx.Done():
+			return status, resp, retries, err
+		}
+		wait = min(2*wait, 250*time.Millisecond)
+	}
+}
+
 // testLogger writes to t.Log at debug level; after the test it discards.
 func testLogger(t *testing.T, name string) *slog.Logger {
 	h := &tHandler{t: t, name: name, level: slog.LevelDebug}
