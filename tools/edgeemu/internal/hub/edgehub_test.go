@@ -419,6 +419,53 @@ func TestMethodWithoutSubscription404(t *testing.T) {
 	}
 }
 
+// TestUnsubscribeMethods404 follows the way edgeHub processes an UNSUBSCRIBE from
+// $iothub/methods/POST/#: the ProtocolGateway hands the changed session to
+// SessionStatePersistenceProvider.SetAsync before it sends UNSUBACK (edge-hub
+// Microsoft.Azure.Devices.Edge.Hub.Mqtt/SessionState.cs keeps IsTransient false for that, and
+// SessionStatePersistenceProvider.cs → SessionStateParser.cs map the filter to
+// DeviceSubscription.Methods), which goes through SubscriptionProcessorBase.ProcessSubscriptions
+// to ConnectionManager.RemoveSubscription (Microsoft.Azure.Devices.Edge.Hub.Core). From the
+// UNSUBACK on, InvokeMethodHandler.GetDeviceProxyWithSubscription finds no method subscription
+// and a call from the cloud (connect timeout 0) is answered 404 at once
+// (Microsoft.Azure.Devices.Edge.Hub.Core/InvokeMethodHandler.cs). A call delivered before is
+// still the connection's: its answer completes it (DeviceMessageHandler.cs keeps its pending
+// calls until the connection closes). A module renewing its token relies on both.
+func TestUnsubscribeMethods404(t *testing.T) {
+	t.Parallel()
+	done := newGate("done")
+	close(done.release)
+	th := startHub(t, func(c *Config) { c.takeoverStage = done.stage })
+	ctx := testCtx(t)
+	cl := th.dial(t, false)
+	cl.subscribe(tMethods, 1)
+	pending := th.call(ctx, time.Hour)
+	req := cl.next(ctx)
+	if tok := cl.c.Unsubscribe(tMethods); !tok.WaitTimeout(20*time.Second) || tok.Error() != nil {
+		t.Fatalf("unsubscribe: %v", tok.Error())
+	}
+	_, err := th.InvokeMethod(ctx, MethodRequest{DeviceID: tID.Device, ModuleID: tID.Module, Method: "m",
+		ResponseTimeout: time.Hour})
+	if hubCode(err) != CodeDeviceNotOnline {
+		t.Fatalf("call after the UNSUBACK: %v, want 404103 at once", err)
+	}
+	cl.answer(req, 200, `{}`)
+	if err := <-pending; err == nil || err.Error() != "status 200" {
+		t.Errorf("call delivered before the unsubscription: %v, want the answer given on its connection", err)
+	}
+	select {
+	case m := <-cl.msgs:
+		t.Errorf("a request reached the unsubscribed connection: %s", m.Topic())
+	default:
+	}
+	// The stored session forgets the filter too: a takeover does not restore it.
+	th.dial(t, false)
+	done.wait(ctx, t)
+	if th.HasSubscription(tID, tMethods) {
+		t.Error("the unsubscribed method filter was restored after a takeover")
+	}
+}
+
 // TestDeliveryQoS checks that method requests go out at QoS 1, capped by the subscription's
 // QoS (MQTT 3.1.1 §3.8.4; edgeHub's ProtocolGateway publishes at the QoS the client
 // subscribed with, and the SDKs subscribe at 1).
