@@ -83,7 +83,7 @@ type Options struct {
 	Port int
 	// TokenLifetime is the lifetime of each SAS token (default 1h, minimum 2s).
 	// The client connects again with a fresh token between 50% and 90% of
-	// it, at a moment when no method call is in flight.
+	// it, losing no method call (see doc.go, "Token renewal").
 	TokenLifetime time.Duration
 	// ModelID is announced in the MQTT username (default DefaultModelID).
 	ModelID string
@@ -266,9 +266,8 @@ func (c *Client) Connected() bool {
 // that fails verification before the first successful connect is returned as
 // an error: that is a configuration mistake, not an outage. A connection whose
 // subscription or initial twin read fails is dropped and rebuilt. The token is
-// renewed by connecting again, between 50% and 90% of its lifetime, at a
-// moment when no method call is in flight (see renew and doc.go). Run may be
-// called only once.
+// renewed by connecting again, between 50% and 90% of its lifetime, losing
+// no method call (see renew and doc.go). Run may be called only once.
 func (c *Client) Run(ctx context.Context) error {
 	if !c.started.CompareAndSwap(false, true) {
 		return errors.New("hub: Run called more than once")

@@ -131,11 +131,11 @@ func dial(ctx context.Context, cfg dialConfig, id uint64, issued, expiry time.Ti
 	// and re-subscription are done by Client.Run, never silently by paho.
 	o.SetAutoReconnect(false)
 	o.SetConnectRetry(false)
-	// A persistent session lets the broker carry our subscriptions over from
-	// the connection we replace when renewing the token, so that method calls
-	// find the new connection subscribed from its CONNACK on. We subscribe on
-	// every connection anyway (a new session, or a broker that does not keep
-	// sessions).
+	// A persistent session, as the device SDKs use. We subscribe on every
+	// connection all the same: edgeHub restores a stored session's
+	// subscriptions only asynchronously after the takeover (and not at all
+	// without store and forward), and a token renewal unsubscribed the old
+	// connection from methods (see Client.renew).
 	o.SetCleanSession(false)
 	o.SetResumeSubs(false)
 	o.SetKeepAlive(keepAlive)
@@ -225,9 +225,10 @@ func (cn *mqttConn) routeMethod(onMethod func(*mqttConn, string, string, []byte)
 		cn.calls.Add(1) // until its answer is acknowledged (Client.answer)
 		cn.arrived.Add(1)
 		if cn.retired.Load() {
-			// It reached the hub while the renewal's CONNECT was on its way:
-			// the hub closes this connection when the new one is bound and
-			// fails the call unless it is answered first (see doc.go).
+			// It arrived after the renewal found this connection quiet,
+			// unsubscribed from methods, while it connects the new one: the
+			// hub closes this connection when the new one is bound and fails
+			// the call unless it is answered first (see Client.drain).
 			cn.log.Info("method call arrived on a connection being replaced", "method", name)
 		}
 		onMethod(cn, name, rid, m.Payload())
@@ -399,7 +400,7 @@ func (cn *mqttConn) err() error {
 // request waiting for its handler or its answer's PUBACK, no publish waiting
 // for its PUBACK. edgeHub closes a connection as soon as its successor is
 // bound and fails the method calls still waiting on it (504), so a token
-// renewal connects again only at such a moment.
+// renewal connects again only at such a moment (see Client.renew).
 func (cn *mqttConn) idle() bool {
 	return cn.calls.Load() == 0 && cn.publishing.Load() == 0
 }

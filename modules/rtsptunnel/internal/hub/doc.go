@@ -53,8 +53,9 @@
 //     error.
 //  5. Token expiry and lost desired changes: each connection's token is
 //     replaced by connecting again with a fresh token, between 50% and 90%
-//     of its lifetime, at a moment when no method call is in flight (see
-//     below), with a persistent session (CleanSession=false). After every
+//     of its lifetime, after unsubscribing the old connection from methods
+//     and answering what it was given (see below), with a persistent
+//     session (CleanSession=false). After every
 //     connect the twin is read and OnTwin called, then OnConnected.
 //  6. Method results: the raw payload goes to the handler; unknown methods
 //     are answered 404 and panics 500, both with the service's error shape;
@@ -71,42 +72,60 @@
 //
 // MQTT 3.1.1 cannot replace the token of a live connection, so a renewal
 // connects again with the same client id. What edgeHub does then (Azure/iotedge
-// edge-hub; tools/edgeemu does the same, see its README, "Token renewal
-// against edgeHub"):
+// edge-hub/core/src; tools/edgeemu does the same, see its README, "Token
+// renewal against edgeHub"):
 //
 //   - it sends CONNACK, then binds the new connection, with no subscriptions,
-//     in place of the old one (ConnectionManager.AddDeviceConnection), and
-//     closes the old one right after;
+//     in place of the old one (Core/ConnectionManager.cs,
+//     AddDeviceConnection), and closes the old one right after;
 //   - the method calls still waiting for an answer on the old connection fail
 //     with 504 when it closes, and an answer published on the new connection
 //     for them is dropped: answers count only on the connection the request
-//     came in on (DeviceMessageHandler);
+//     came in on (Core/device/DeviceMessageHandler.cs). A 504 is ambiguous
+//     for the caller: the module may have acted;
 //   - a persistent session's subscriptions are restored on the new connection
-//     after that, with store and forward on (the default); a call arriving
-//     before the new connection is subscribed is answered 404 at once
-//     (InvokeMethodHandler);
+//     after that, with store and forward on (the default);
+//   - a call that finds the module connected without a method subscription is
+//     answered 404 (404103) at once: calls from the cloud carry connect
+//     timeout 0 (Core/InvokeMethodHandler.cs, InvokeMethod and
+//     GetDeviceProxyWithSubscription). An UNSUBSCRIBE from
+//     $iothub/methods/POST/# removes that subscription before the UNSUBACK is
+//     sent: the ProtocolGateway hands the changed session to
+//     Mqtt/SessionStatePersistenceProvider.cs (SetAsync; Mqtt/SessionState.cs
+//     keeps IsTransient false for that), which goes through
+//     Core/SubscriptionProcessorBase.cs to ConnectionManager.RemoveSubscription.
+//     A 404103 is safe to retry: the module never saw the call. Calls
+//     delivered before stay the connection's and are answered on it;
 //   - it finds expired tokens every 5 minutes (ConnectionReauthenticator).
 //
-// So a renewal goes like this. From half the token's lifetime on, the client
-// mints the new token (a workload API that fails or hangs fails the attempt
-// within renewTimeout; the old connection goes on and the attempt is repeated
-// with backoff), then waits for a moment when the old connection is idle: no
-// method call whose answer the broker has not acknowledged, no other publish
-// waiting for its PUBACK. It opens the TCP and TLS connection ahead, looks
-// again right before CONNECT is written (a call that came in meanwhile
-// postpones the attempt), marks the old connection retired (twin requests
-// wait for the new one, or are retried on it) and connects and subscribes.
-// Every call is answered on the connection it came in on, never elsewhere.
-// If no idle moment comes before 90% of the lifetime, it connects anyway and
-// the calls in flight fail (logged); with 1 h tokens the wait can last 24
-// minutes, against tunnelOpen's 20 s at most.
+// So a renewal goes like this (Client.renew). From half the token's lifetime
+// on, the client mints the new token (a workload API that fails or hangs
+// fails the attempt within renewTimeout; the old connection goes on and the
+// attempt is repeated with backoff), then waits for a moment when the old
+// connection is idle (no method call whose answer the broker has not
+// acknowledged, no other publish waiting for its PUBACK), until 90% of the
+// lifetime. It then unsubscribes the old connection from methods; from the
+// UNSUBACK on, callers get 404103, and the relay retries them with a short
+// backoff (relay/internal/core, open). It serves what the old connection was
+// given, including requests edgeHub dispatched just before it processed the
+// UNSUBSCRIBE and that arrive after the UNSUBACK (paho drops the filter's
+// route at once, so the connection's default handler takes them), and
+// answers each there, until the connection has been quiet (nothing in flight,
+// nothing arrived) for 250 ms or four UNSUBSCRIBE round trips, whichever is
+// longer; at most 30 s (IoT Hub's default method timeout) and never past 95%
+// of the token's lifetime (the calls still in flight then fail, logged). Only
+// then does it mark the old connection retired (twin requests wait for the
+// new one, or are retried on it), connect and subscribe; the renewal is done
+// when the new connection is subscribed. If the connect fails, the old
+// connection subscribes to methods again and goes on (or is closed, and
+// rebuilt, if it cannot). Every call is answered on the connection it came in
+// on, never elsewhere.
 //
-// What no client can avoid is edgeHub's own window: a call that reaches the
-// hub while the CONNECT is on its way is sent on the old connection and fails
-// unless answered before the hub closes it (the client logs such a call:
-// "method call arrived on a connection being replaced"), and one that arrives
-// between the switch and the restored subscriptions gets 404. Both last about
-// one round trip to the hub, once per renewal. TestTokenRenewal measures it:
-// thousands of calls, slow ones included, across 8 renewals; the only calls
-// that fail are those.
+// The price is a window of a few hundred milliseconds per renewal (longer if
+// a call was in flight when it began) in which calls are answered 404103 and
+// retried by the caller, against calls that would fail with 504 after the
+// module may have acted on them. TestTokenRenewal (and, through the real
+// binaries, tests/resilience_test.go TestTokenRenewalUnderLoad) measures it:
+// thousands of calls, slow ones included, across 8 renewals, with callers
+// retrying 404103 as the relay does, and no call fails.
 package hub

@@ -45,7 +45,7 @@ type Settings struct {
 	MetricsAddr            string        `setting:"metricsAddr" check:"listenAddr" help:"Listen address of the Prometheus /metrics and /healthz server; empty disables it. A change restarts only that server."`
 	HubTransport           string        `setting:"hubTransport,envonly" enum:"mqtt,mqttws" help:"IoT Hub / edgeHub transport: MQTT over TLS, or MQTT over WebSockets (port 443, honours HTTPS_PROXY)."`
 	HubPort                int           `setting:"hubPort,envonly" min:"0" max:"65535" help:"IoT Hub / edgeHub port; 0 means 8883 for mqtt and 443 for mqttws."`
-	TokenLifetime          time.Duration `setting:"tokenLifetime,envonly" min:"2s" max:"24h" help:"Lifetime of the SAS tokens the module mints; they are renewed at 80% of it, before they expire. Keep the default outside tests."`
+	TokenLifetime          time.Duration `setting:"tokenLifetime,envonly" min:"2s" max:"24h" help:"Lifetime of the SAS tokens the module mints; each is renewed between 50% and 90% of it (at a moment with no method call in flight when one comes), on a new connection, without losing calls. Keep the default outside tests."`
 
 	// start holds the values the process started with (defaults overridden by
 	// the environment); a desired property set to null returns to them. Nil
