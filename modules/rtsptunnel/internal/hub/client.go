@@ -507,11 +507,17 @@ func (c *Client) resumeMethods(ctx context.Context, old *mqttConn) {
 func (c *Client) drain(ctx context.Context, old *mqttConn, rtt time.Duration) {
 	quiet := max(drainQuiet, 4*rtt)
 	life := old.expiry.Sub(old.issued)
-	deadline := time.Now().Add(drainTimeout)
-	if d := old.expiry.Add(-life / 20); d.Before(deadline) {
+	start := time.Now()
+	// At least one quiet period even when the token is already near its end
+	// (edgeHub finds expired tokens only every 5 minutes).
+	deadline := old.expiry.Add(-life / 20)
+	if d := start.Add(quiet); deadline.Before(d) {
 		deadline = d
 	}
-	last, busySince := old.arrived.Load(), time.Now()
+	if d := start.Add(drainTimeout); d.Before(deadline) {
+		deadline = d
+	}
+	last, busySince := old.arrived.Load(), start
 	for old.alive() && ctx.Err() == nil {
 		now := time.Now()
 		if n := old.arrived.Load(); n != last || !old.idle() {
@@ -520,8 +526,10 @@ func (c *Client) drain(ctx context.Context, old *mqttConn, rtt time.Duration) {
 			return
 		}
 		if !now.Before(deadline) {
-			c.log.Warn("renewing the token with method calls in flight: the hub will answer them 504",
-				"conn", old.id, "calls", old.calls.Load(), "token_expiry", old.expiry)
+			if !old.idle() {
+				c.log.Warn("renewing the token with method calls in flight: the hub will answer them 504",
+					"conn", old.id, "calls", old.calls.Load(), "token_expiry", old.expiry)
+			}
 			return
 		}
 		// Polling keeps the counters plain atomics on the hot path.

@@ -2,6 +2,7 @@ package hub
 
 import (
 	"context"
+	"encoding/base64"
 	"encoding/json"
 	"fmt"
 	"log/slog"
@@ -129,7 +130,7 @@ func TestDesiredGapReadsTwinInCallback(t *testing.T) {
 // passes requests to the emulator's workload socket, or answers 500, or
 // hangs, as the test says.
 type fakeWorkload struct {
-	mode  atomic.Value // "ok", "500" or "hang"
+	mode  atomic.Value // "ok", "500", "hang" or "badsig" (a digest the hub refuses)
 	signs atomic.Int64 // sign requests received
 	hang  chan struct{}
 	proxy *httputil.ReverseProxy
@@ -172,6 +173,10 @@ func (fw *fakeWorkload) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			case <-r.Context().Done():
 			}
 			return
+		case "badsig":
+			w.Header().Set("Content-Type", "application/json")
+			w.Write([]byte(`{"digest":"` + base64.StdEncoding.EncodeToString(make([]byte, 32)) + `"}`))
+			return
 		}
 	}
 	fw.proxy.ServeHTTP(w, r)
@@ -182,7 +187,9 @@ func (fw *fakeWorkload) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 // workload API's error and retries; it connects once the API answers again.
 // At token renewal: the renewal fails within its bound (renewTimeout for a
 // hang), the old connection is kept and keeps answering methods, and the
-// token is renewed once the API answers again.
+// token is renewed once the API answers again. A token the hub refuses
+// ("badsig": the renewal unsubscribed the old connection from methods, then
+// its connect fails) leaves the old connection subscribed again, answering.
 func TestWorkloadFailures(t *testing.T) {
 	t.Parallel()
 	ctx := testContext(t, 2*time.Minute)
@@ -222,20 +229,25 @@ func TestWorkloadFailures(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	// At renewal: 500, then a hang. The old connection answers throughout.
-	for _, mode := range []string{"500", "hang"} {
+	// At renewal: 500, a hang, a refused token. The old connection answers
+	// throughout (callers retry 404103, as the relay does: a renewal attempt
+	// that gets as far as unsubscribing makes a short window of them).
+	for _, mode := range []string{"500", "hang", "badsig"} {
 		before := logged(log, "failed to renew the token; keeping the current connection")
 		fw.mode.Store(mode)
 		waitLogged(t, ctx, log, "failed to renew the token; keeping the current connection", before+1)
-		if got := lastLogged(log, "failed to renew the token; keeping the current connection"); !strings.Contains(got, "workload API") && !strings.Contains(got, "deadline") {
+		if got := lastLogged(log, "failed to renew the token; keeping the current connection"); !strings.Contains(got, "workload API") && !strings.Contains(got, "deadline") && !(mode == "badsig" && strings.Contains(got, "not Authorized")) {
 			t.Errorf("%s: the renewal error does not say what failed: %s", mode, got)
 		}
-		if status, resp := call(t, ctx, e, "echo", `"`+mode+`"`); status != 200 || resp != `"`+mode+`"` {
-			t.Errorf("%s: call on the kept connection: %d %s", mode, status, resp)
+		if status, resp, _, err := invokeRetrying(ctx, e, "echo", json.RawMessage(`"`+mode+`"`), 10*time.Second); err != nil || status != 200 || string(resp) != `"`+mode+`"` {
+			t.Errorf("%s: call on the kept connection: %d %s %v", mode, status, resp, err)
 		}
 		if n := e.Connects(testDevice, testModule); n != 1 {
 			t.Errorf("%s: %d connects, want the first connection kept", mode, n)
 		}
+	}
+	if n := logged(log, "closing the connection: it cannot take method calls again"); n != 0 {
+		t.Errorf("the kept connection could not subscribe to methods again (%d times)", n)
 	}
 	fw.mode.Store("ok")
 	if err := e.WaitConnects(ctx, testDevice, testModule, 2); err != nil {
