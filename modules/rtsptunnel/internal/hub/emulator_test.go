@@ -373,6 +373,74 @@ func TestTokenRenewal(t *testing.T) {
 	}
 }
 
+// TestRenewalServesCallInFlight: a call that is still running when the
+// renewal can wait no longer (90% of the token's lifetime) is not lost. The
+// client unsubscribes the old connection from methods (new calls get 404103
+// at once), answers the running call there, and only then connects again;
+// the running call succeeds and new calls reach the new connection.
+func TestRenewalServesCallInFlight(t *testing.T) {
+	t.Parallel()
+	ctx := testContext(t, 2*time.Minute)
+	// The token is not enforced (edgeHub checks every 5 minutes); the drain
+	// is bounded by 95% of it, 1.5 s after the renewal's 90%.
+	e := startEmulator(t, emulator.Options{Logger: slog.New(slog.DiscardHandler)})
+	log := slog.New(&tHandler{t: t, name: "hub", level: slog.LevelInfo})
+	c := newTestClient(t, e, loadIdentity(t, ctx, e, modeEdge), func(o *Options) {
+		o.TokenLifetime = 30 * time.Second
+		o.Logger = log
+	})
+	release := make(chan struct{})
+	c.Handle("slow", func(ctx context.Context, p []byte) (int, []byte) {
+		select {
+		case <-release:
+			return 200, p
+		case <-ctx.Done():
+			return 503, nil
+		}
+	})
+	c.Handle("echo", echo)
+	startRun(t, ctx, c)
+	if err := e.WaitSubscribed(ctx, testDevice, testModule, filterMethods); err != nil {
+		t.Fatal(err)
+	}
+	slow := make(chan error, 1)
+	go func() {
+		status, resp, err := e.InvokeMethod(ctx, testDevice, testModule, "slow", json.RawMessage(`"slow"`), time.Minute)
+		if err == nil && (status != 200 || string(resp) != `"slow"`) {
+			err = fmt.Errorf("answered %d %s", status, resp)
+		}
+		slow <- err
+	}()
+	waitLogged(t, ctx, log, "token renewal goes on with method calls in flight: they are answered before the switch", 1)
+	// New calls are served until the unsubscription, then answered 404103.
+	for {
+		status, _, err := e.InvokeMethod(ctx, testDevice, testModule, "echo", json.RawMessage(`1`), 10*time.Second)
+		var he *emulator.HubError
+		if errors.As(err, &he) && he.Code == emulator.CodeDeviceNotOnline {
+			break
+		}
+		if err != nil || status != 200 {
+			t.Fatalf("call before the unsubscription: %d %v", status, err)
+		}
+	}
+	if n := e.Connects(testDevice, testModule); n != 1 {
+		t.Fatalf("%d connects while a call was in flight on the first connection", n)
+	}
+	close(release)
+	if err := <-slow; err != nil {
+		t.Errorf("the call in flight at the renewal: %v, want its answer", err)
+	}
+	if status, resp, _, err := invokeRetrying(ctx, e, "echo", json.RawMessage(`2`), 20*time.Second); err != nil || status != 200 || string(resp) != "2" {
+		t.Errorf("call after the renewal: %d %s %v", status, resp, err)
+	}
+	if err := e.WaitConnects(ctx, testDevice, testModule, 2); err != nil {
+		t.Fatal(err)
+	}
+	if n := logged(log, "renewing the token with method calls in flight: the hub will answer them 504"); n != 0 {
+		t.Errorf("the renewal switched with the call in flight")
+	}
+}
+
 // TestReconnect is trap 5 (second half) and the re-publish hook: after the
 // hub drops the connection or restarts, the client reconnects, calls
 // OnConnectionChange, re-reads the twin (desired changes made while it was
