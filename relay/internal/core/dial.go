@@ -286,15 +286,16 @@ const (
 
 // open calls the Opener, and calls it again, with a short backoff, while
 // IoT Hub answers that the module is not connected or not subscribed to
-// methods (404103): the module never saw the call, so repeating it is safe.
-// That is what edgeHub answers while the module renews its token (it
-// unsubscribes from methods on the old connection, then connects the new
-// one and subscribes) or reconnects. The retries stop at three quarters of
-// SessionWait, so that the last answer, not the timer, ends a session whose
-// module is really offline. Any other failure is final: after a 504 or the
-// module's own answer the module may have acted.
+// methods (404103), for NotOnlineRetry: the module never saw the call, so
+// repeating it is safe. That is what edgeHub answers while the module renews
+// its token (it unsubscribes from methods on the old connection, then
+// connects the new one and subscribes) or reconnects. The retries stop at
+// three quarters of SessionWait at the latest, so that the last answer, not
+// the timer, ends a session whose module is really offline. Any other
+// failure is final: after a 504 or the module's own answer the module may
+// have acted.
 func (s *Server) open(ctx context.Context, log *slog.Logger, camera string, req OpenRequest, start time.Time) (OpenResult, error) {
-	until := start.Add(s.SessionWait * 3 / 4)
+	until := start.Add(min(s.NotOnlineRetry, s.SessionWait*3/4))
 	wait := notOnlineRetryFirst
 	for retries := 0; ; retries++ {
 		res, err := s.Opener.OpenTunnel(ctx, camera, req)

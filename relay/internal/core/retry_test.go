@@ -22,9 +22,10 @@ func (e notOnlineErr) Error() string         { return fmt.Sprintf("IoT Hub answe
 func (e notOnlineErr) HTTPStatus() int       { return e.code / 1000 }
 func (e notOnlineErr) DeviceNotOnline() bool { return e.code == 404103 }
 
-// TestOpenRetriesNotOnline: a tunnelOpen that IoT Hub answers 404103 (the
-// module never saw it: it is renewing its token or reconnecting) is called
-// again with a short backoff within SessionWait, and the session opens; a
+// TestOpenRetriesNotOnline: with NotOnlineRetry set, a tunnelOpen that IoT
+// Hub answers 404103 (the module never saw it: it is renewing its token or
+// reconnecting) is called again with a short backoff within SessionWait, and
+// the session opens; a
 // 504 (the module may have acted), another hub error or the module's own
 // answer is final. A module that stays offline ends the session with the
 // hub's answer, not the timer.
@@ -36,6 +37,7 @@ func TestOpenRetriesNotOnline(t *testing.T) {
 		module    *OpenResult // the module's answer after the failures (nil: dial back, 200)
 		wantCalls func(int64) bool
 		outcome   string // "" when the session opens
+		noRetry   bool   // NotOnlineRetry left at zero
 	}{
 		{name: "not online twice, then the module", fail: notOnlineErr{404103}, failures: 2,
 			wantCalls: func(n int64) bool { return n == 3 }},
@@ -47,6 +49,8 @@ func TestOpenRetriesNotOnline(t *testing.T) {
 			wantCalls: func(n int64) bool { return n == 1 }, outcome: metrics.OutcomeMethodFailed},
 		{name: "offline throughout", fail: notOnlineErr{404103}, failures: -1,
 			wantCalls: func(n int64) bool { return n > 2 }, outcome: metrics.OutcomeMethodError},
+		{name: "retries off", fail: notOnlineErr{404103}, failures: -1, noRetry: true,
+			wantCalls: func(n int64) bool { return n == 1 }, outcome: metrics.OutcomeMethodError},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -62,7 +66,12 @@ func TestOpenRetriesNotOnline(t *testing.T) {
 					return *tt.module, nil
 				}
 				return h.okModule(echo)(ctx, camera, req)
-			}, func(s *Server) { s.SessionWait = 5 * time.Second })
+			}, func(s *Server) {
+				s.SessionWait, s.NotOnlineRetry = 5*time.Second, time.Minute
+				if tt.noRetry {
+					s.NotOnlineRetry = 0
+				}
+			})
 			tun, err := h.srv.Dial(ctx, "cam1")
 			if tun != nil {
 				tun.Close()

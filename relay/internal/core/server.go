@@ -24,7 +24,7 @@ type Opener interface {
 	// Hub's status in the session's log line. An error with a
 	// DeviceNotOnline() bool method that returns true (IoT Hub's 404103: the
 	// module is not connected or not subscribed to methods, so it never saw
-	// the call) is retried with a short backoff within SessionWait.
+	// the call) is retried with a short backoff (see Server.NotOnlineRetry).
 	// OpenTunnel must return when ctx is done.
 	OpenTunnel(ctx context.Context, camera string, req OpenRequest) (OpenResult, error)
 }
@@ -91,6 +91,12 @@ type Server struct {
 	// IdleTimeout ends a passthrough session that has received nothing from
 	// the camera for this long; zero means never.
 	IdleTimeout time.Duration
+	// NotOnlineRetry is how long, from a session's start, a tunnelOpen that
+	// IoT Hub answers 404103 (the module not connected or not subscribed to
+	// methods, as while it renews its token) is called again, with a short
+	// backoff; at most three quarters of SessionWait. Zero means never: the
+	// 404103 ends the session at once.
+	NotOnlineRetry time.Duration
 
 	tokens token.Store // safe for concurrent use
 

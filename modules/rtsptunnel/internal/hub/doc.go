@@ -105,8 +105,8 @@
 // connection is idle (no method call whose answer the broker has not
 // acknowledged, no other publish waiting for its PUBACK), until 90% of the
 // lifetime. It then unsubscribes the old connection from methods; from the
-// UNSUBACK on, callers get 404103, and the relay retries them with a short
-// backoff (relay/internal/core, open). It serves what the old connection was
+// UNSUBACK on, callers get 404103, which they can retry safely with a short
+// backoff (relay/internal/core, open, does). It serves what the old connection was
 // given, including requests edgeHub dispatched just before it processed the
 // UNSUBSCRIBE and that arrive after the UNSUBACK (paho drops the filter's
 // route at once, so the connection's default handler takes them), and
