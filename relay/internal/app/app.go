@@ -153,6 +153,7 @@ func (a *App) Initialize() (err error) {
 		Metrics:              m,
 		BaseURL:              publicURL,
 		SessionWait:          time.Duration(cfg.SessionWaitTimeout),
+		NotOnlineRetry:       time.Duration(cfg.NotOnlineRetry),
 		TokenTTL:             time.Duration(cfg.TokenTTL),
 		MaxSessionsPerCamera: cfg.MaxPlayersPerCamera,
 		IdleTimeout:          time.Duration(cfg.IdleTimeout),

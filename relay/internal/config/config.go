@@ -96,6 +96,10 @@ type Config struct {
 	// SessionWaitTimeout bounds the time from a player's connect until the
 	// module's websocket is up.
 	SessionWaitTimeout Duration `json:"sessionWaitTimeout"`
+	// NotOnlineRetry is how long a tunnelOpen that IoT Hub answers 404103
+	// (the module not connected or not subscribed to methods, as for a
+	// moment while it renews its token) is called again; 0 never.
+	NotOnlineRetry Duration `json:"notOnlineRetry"`
 	// TokenTTL is how long a session token stays valid.
 	TokenTTL Duration `json:"tokenTTL"`
 	// LogLevel is debug, info, warn (or warning) or error.
@@ -216,6 +220,7 @@ func Default() *Config {
 		MetricsListen:         "127.0.0.1:9601",
 		MethodResponseTimeout: Duration(15 * time.Second),
 		SessionWaitTimeout:    Duration(20 * time.Second),
+		NotOnlineRetry:        Duration(5 * time.Second),
 		TokenTTL:              Duration(20 * time.Second),
 		LogLevel:              "info",
 		LogFormat:             "json",
@@ -310,6 +315,7 @@ func (c *Config) Validate() error {
 	}{
 		{"linger", c.Linger, 0, time.Hour},
 		{"reconnectWindow", c.ReconnectWindow, 0, time.Hour},
+		{"notOnlineRetry", c.NotOnlineRetry, 0, 10 * time.Minute},
 		{"idleTimeout", c.IdleTimeout, time.Second, time.Hour},
 		{"maxSessionDuration", c.MaxSessionDuration, 0, 30 * 24 * time.Hour},
 		{"pingInterval", c.PingInterval, 0, time.Hour},
