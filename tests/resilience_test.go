@@ -273,23 +273,7 @@ func TestTokenRenewalUnderLoad(t *testing.T) {
 	connects := c.emu.Connects(edgeDevice, moduleID)
 	deadline := time.Now().Add(watch)
 	var calls, failures, retries atomic.Int64
-	// invoke calls tunnelOpen as the relay does (relay/internal/core, open):
-	// IoT Hub's 404103 (not connected or not subscribed to methods: the
-	// module never saw the call) is retried with a short backoff within the
-	// call's time; any other answer, 504 included, is final.
-	invoke := func() (int, json.RawMessage, error) {
-		until := time.Now().Add(10 * time.Second)
-		wait := 50 * time.Millisecond
-		for {
-			status, resp, err := c.emu.InvokeMethod(ctx, edgeDevice, moduleID, "tunnelOpen", json.RawMessage(`{}`), time.Until(until))
-			if he, ok := err.(*emulator.HubError); !ok || he.Code != emulator.CodeDeviceNotOnline || time.Now().Add(wait).After(until) {
-				return status, resp, err
-			}
-			retries.Add(1)
-			time.Sleep(wait)
-			wait = min(2*wait, 500*time.Millisecond)
-		}
-	}
+	invoke := func() (int, json.RawMessage, error) { return c.invokeAsRelay(ctx, json.RawMessage(`{}`), &retries) }
 	var wg sync.WaitGroup
 	for range 4 {
 		wg.Go(func() {
@@ -731,5 +715,24 @@ func TestOpenCloseCycles(t *testing.T) {
 	})
 	if sum := rep["summary"].(map[string]any); sum["failed"] != float64(0) || sum["active"] != float64(0) {
 		t.Errorf("summary %v, want none failed or active", sum)
+	}
+}
+
+// invokeAsRelay calls tunnelOpen as the relay does (relay/internal/core,
+// open): IoT Hub's 404103 (not connected or not subscribed to methods, as
+// while the module renews its token: the module never saw the call) is
+// retried with a short backoff within the call's 10 s; any other answer,
+// 504 included, is final. Each retry is counted in retries.
+func (c *chain) invokeAsRelay(ctx context.Context, payload json.RawMessage, retries *atomic.Int64) (int, json.RawMessage, error) {
+	until := time.Now().Add(10 * time.Second)
+	wait := 50 * time.Millisecond
+	for {
+		status, resp, err := c.emu.InvokeMethod(ctx, edgeDevice, moduleID, "tunnelOpen", payload, time.Until(until))
+		if he, ok := err.(*emulator.HubError); !ok || he.Code != emulator.CodeDeviceNotOnline || time.Now().Add(wait).After(until) {
+			return status, resp, err
+		}
+		retries.Add(1)
+		time.Sleep(wait)
+		wait = min(2*wait, 500*time.Millisecond)
 	}
 }
