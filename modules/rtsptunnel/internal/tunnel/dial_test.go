@@ -150,7 +150,7 @@ func TestDialAbort(t *testing.T) {
 }
 
 func TestDialErrors(t *testing.T) {
-	ctx := testCtx(t, 20*time.Second)
+	ctx := testCtx(t, 60*time.Second)
 	refused := func() string { // a port nobody listens on
 		ln, err := net.Listen("tcp", "127.0.0.1:0")
 		if err != nil {
@@ -210,18 +210,23 @@ func TestDialErrors(t *testing.T) {
 			if tc.endpoint != nil {
 				endpoint = tc.endpoint(rs)
 			}
-			opts := DialOptions{Token: secretToken, HandshakeTimeout: 500 * time.Millisecond}
+			// A handshake timeout far above what a loaded machine needs,
+			// except where the timeout is the case under test: there the
+			// silent server never answers, so "timed out" before the test's
+			// context ends shows the timeout at work (no wall-clock bound:
+			// the untrusted-certificate case once lost to a 500 ms timeout
+			// on a loaded machine).
+			opts := DialOptions{Token: secretToken, HandshakeTimeout: 10 * time.Second}
+			if tc.name == "handshake timeout" {
+				opts.HandshakeTimeout = 500 * time.Millisecond
+			}
 			if tc.roots {
 				opts.RootCAs = rs.roots()
 			}
-			start := time.Now()
 			c, err := Dial(ctx, endpoint, opts)
 			if err == nil {
 				c.CloseNow()
 				t.Fatal("no error")
-			}
-			if time.Since(start) > 3*time.Second {
-				t.Errorf("Dial took %v with a 500ms handshake timeout", time.Since(start))
 			}
 			var de *DialError
 			if !errors.As(err, &de) || de.StatusCode != tc.wantStatus || HTTPStatus(err) != tc.wantStatus {
