@@ -221,10 +221,11 @@ func TestHubOutageLong(t *testing.T) {
 	info, _ := c.emu.ConnInfo(edgeDevice, moduleID)
 	reconnect := info.ConnectedAt.Sub(back)
 	t.Logf("module reconnected %s after the hub's return (30 s outage)", reconnect.Round(time.Millisecond))
-	// Through a gateway the backoff is capped at 2 s; the rest is slack for
-	// the TLS handshake under -race on a busy machine.
-	if reconnect > 5*time.Second {
-		t.Errorf("module reconnected %s after the hub came back, want within 2 s (+3 s slack)", reconnect)
+	// Through a gateway the backoff is capped at 2 s, against 30 s direct to
+	// IoT Hub: a 20 s bound tells the two apart and leaves a loaded machine
+	// all the slack it needs for the TLS handshake under -race.
+	if reconnect > 20*time.Second {
+		t.Errorf("module reconnected %s after the hub came back, want the 2 s gateway cap (bound 20 s; 30 s is the hub's)", reconnect)
 	}
 	c.waitReported(ctx, "the state re-published after the outage", func(rep map[string]any) bool {
 		sum, _ := rep["summary"].(map[string]any)

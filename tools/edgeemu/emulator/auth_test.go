@@ -133,8 +133,10 @@ func TestTokenExpiryDisconnects(t *testing.T) {
 			if err := d.waitLost(testContext(t, 10*time.Second)); err != nil {
 				t.Fatal(err)
 			}
-			// se has one-second resolution, hence the slack.
-			if el := time.Since(began); el < 900*time.Millisecond || el > 4*time.Second {
+			// se has one-second resolution, hence the slack below; above,
+			// only a generous bound (the 10 s wait is the real one) so a
+			// loaded machine cannot fail it.
+			if el := time.Since(began); el < 900*time.Millisecond || el > 8*time.Second {
 				t.Errorf("dropped after %v", el)
 			}
 			if err := e.WaitConnectedState(testContext(t, 5*time.Second), testDevice, testModule, false); err != nil {
