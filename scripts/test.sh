@@ -3,6 +3,9 @@
 #
 #   gofmt        every Go module
 #   go vet       every package of every module
+#   standalone modules
+#                the module, relay, camerasim and edgeemu are `go mod tidy`
+#                clean with GOWORK=off, and the module's tests pass there
 #   go test      -race, every module, including the end-to-end tests in tests/
 #                that build and run the real binaries with ffmpeg/ffprobe and
 #                GStreamer, the Node.js SDK interop test of tools/edgeemu, and
@@ -60,8 +63,25 @@ check_gofmt() {
 	fi
 }
 
+# check_standalone: the Go modules that build on their own (the shipped
+# module above all: its image builds from modules/rtsptunnel alone) are
+# `go mod tidy` clean without the workspace, and the module's own tests pass
+# there. Tests that need the emulator live in workspace-only test modules
+# (tests/, modules/rtsptunnel/internal/hub/emulatortest).
+check_standalone() {
+	local m rc=0
+	for m in modules/rtsptunnel relay tools/camerasim tools/edgeemu; do
+		echo "--- $m: GOWORK=off go mod tidy -diff"
+		(cd "$m" && GOWORK=off go mod tidy -diff) || rc=1
+	done
+	echo "--- modules/rtsptunnel: GOWORK=off go test ./..."
+	(cd modules/rtsptunnel && GOWORK=off go test -count=1 ./...) || rc=1
+	return $rc
+}
+
 stage gofmt check_gofmt
 stage "go vet" go vet $pkgs
+stage "standalone modules" check_standalone
 # -count=1: end-to-end tests depend on binaries and ffmpeg outside Go's cache key.
 artifacts=$(realpath -m "${ARTIFACTS_DIR:-.cache/test-artifacts}")
 mkdir -p "$artifacts"

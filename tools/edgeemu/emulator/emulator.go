@@ -423,6 +423,14 @@ func (e *Emulator) PatchDesired(deviceID, moduleID string, patch json.RawMessage
 	return int(v), err
 }
 
+// LoseDesiredPatches makes the next n desired patches that would be pushed to
+// the identity's connection get lost on the way: the twin changes, the
+// device never hears of it, and sees a gap in $version with the next patch
+// it does get. A fault for tests (a notification lost across a broken link).
+func (e *Emulator) LoseDesiredPatches(deviceID, moduleID string, n int) {
+	e.hub.LoseDesiredPatches(registry.ID{Device: deviceID, Module: moduleID}, n)
+}
+
 // Connected reports whether the identity has a live MQTT connection.
 func (e *Emulator) Connected(deviceID, moduleID string) bool {
 	i, _ := e.ConnInfo(deviceID, moduleID)

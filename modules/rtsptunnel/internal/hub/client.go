@@ -97,6 +97,9 @@ type Options struct {
 	// (default 30s). A gateway next to the module (edgeHub) can take a short
 	// cap: the module is then back within that long of the gateway's return.
 	RetryMax time.Duration
+	// RetryMin is the first backoff between connect attempts (default 500ms);
+	// tests shorten it.
+	RetryMin time.Duration
 
 	// OnConnectionChange is called from Run when the client goes from
 	// disconnected to connected and back; not during a token renewal, which
@@ -202,8 +205,11 @@ func New(opts Options) (*Client, error) {
 		retryMin: defaultRetryMin,
 		retryMax: defaultRetryMax,
 		handlers: map[string]MethodHandler{},
-		sem:      make(chan struct{}, maxConcurrentMethods),
+		sem:      make(chan struct{}, MaxConcurrentMethods),
 		changed:  make(chan struct{}),
+	}
+	if opts.RetryMin > 0 {
+		c.retryMin = opts.RetryMin
 	}
 	if opts.RetryMax > 0 {
 		c.retryMax = max(opts.RetryMax, c.retryMin)
@@ -760,7 +766,7 @@ func (c *Client) onMethod(ctx context.Context, cn *mqttConn, name, rid string, p
 	default:
 		go func() {
 			defer c.bg.Done()
-			c.log.Warn("refusing a method call: too many running", "method", name, "limit", maxConcurrentMethods)
+			c.log.Warn("refusing a method call: too many running", "method", name, "limit", MaxConcurrentMethods)
 			c.answer(ctx, cn, name, rid, 429, errorBody(429, name, "too many concurrent method calls"))
 		}()
 		return

@@ -124,7 +124,7 @@
 // The price is a window of a few hundred milliseconds per renewal (longer if
 // a call was in flight when it began) in which calls are answered 404103 and
 // retried by the caller, against calls that would fail with 504 after the
-// module may have acted on them. TestTokenRenewal (and, through the real
+// module may have acted on them. TestTokenRenewal (in emulatortest, and through the real
 // binaries, tests/resilience_test.go TestTokenRenewalUnderLoad) measures it:
 // thousands of calls, slow ones included, across 8 renewals, with callers
 // retrying 404103 as the relay does, and no call fails.

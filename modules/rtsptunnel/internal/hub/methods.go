@@ -17,9 +17,9 @@ import (
 // with 500 {"code":"500","message":"internal error"}.
 type MethodHandler func(ctx context.Context, payload []byte) (status int, body []byte)
 
-// maxConcurrentMethods bounds the method handlers running at once; calls
+// MaxConcurrentMethods bounds the method handlers running at once; calls
 // beyond it are answered 429 at once instead of queueing behind slow ones.
-const maxConcurrentMethods = 64
+const MaxConcurrentMethods = 64
 
 // errorBody returns the error shape of the original video service:
 // {"code":"<status>","target":"<target>","message":"<message>"} (target omitted when empty).

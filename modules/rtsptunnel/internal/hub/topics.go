@@ -10,6 +10,10 @@ import (
 	"github.com/rtsptunnel/rtsptunnel/modules/rtsptunnel/internal/identity"
 )
 
+// APIVersion is the IoT Hub MQTT API version the client announces in its
+// user name.
+const APIVersion = "2021-04-12"
+
 // The MQTT side of IoT Hub's device API, as spoken by this package:
 //
 //	CONNECT   client id {device}/{module} (device identity: {device})
@@ -26,8 +30,6 @@ import (
 // Twin answers: GET 200 {"desired":{..,"$version":n},"reported":{..,"$version":m}};
 // PATCH reported 204 with $version in the topic, 400 for a bad document, 429 when throttled.
 const (
-	apiVersion = "2021-04-12"
-
 	filterMethods = "$iothub/methods/POST/#"
 	filterTwinRes = "$iothub/twin/res/#"
 	filterDesired = "$iothub/twin/PATCH/properties/desired/#"
@@ -53,7 +55,7 @@ func mqttUsername(id *identity.Identity, modelID string) string {
 	if id.ModuleID != "" {
 		u += "/" + id.ModuleID
 	}
-	u += "/?api-version=" + apiVersion
+	u += "/?api-version=" + APIVersion
 	if modelID != "" {
 		u += "&model-id=" + url.QueryEscape(modelID)
 	}

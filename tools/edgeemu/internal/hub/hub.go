@@ -103,6 +103,7 @@ type Hub struct {
 	stats     map[registry.ID]*ConnInfo       // guarded by mu; per identity, survives disconnects
 	sessions  map[registry.ID]map[string]byte // guarded by mu; persistent sessions' filters → QoS
 	changed   chan struct{}                   // guarded by mu; closed and replaced on every state change
+	lose      map[registry.ID]int             // guarded by mu; desired patches still to lose (LoseDesiredPatches)
 }
 
 // New creates the hub and starts its broker. It does not listen: hand it connections with

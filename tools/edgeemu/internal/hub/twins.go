@@ -164,8 +164,12 @@ func (h *Hub) patch(id registry.ID, desired, tags map[string]any, ifMatch string
 	topic := fmt.Sprintf("$iothub/twin/PATCH/properties/desired/?$version=%d", version)
 	h.mu.Lock()
 	c := h.liveLocked(id)
+	lost := c != nil && h.lose[id] > 0
+	if lost {
+		h.lose[id]--
+	}
 	h.mu.Unlock()
-	if c == nil || !c.subscribed(topic) {
+	if c == nil || !c.subscribed(topic) || lost {
 		return version, nil // not replayed later, as with IoT Hub: the device must GET the twin
 	}
 	body := make(map[string]any, len(desired)+1)
@@ -300,4 +304,18 @@ func (h *Hub) PatchTwin(id registry.ID, body []byte, ifMatch string) ([]byte, er
 		return nil, err
 	}
 	return h.ServiceTwin(id)
+}
+
+// LoseDesiredPatches makes the next n desired patches of id that would be
+// pushed get lost on the way instead: they are applied to the twin, but the
+// connected device never sees them, as when a notification is lost across a
+// broken link. The device then sees a gap in $version with the next patch.
+// A fault for tests; neither IoT Hub nor edgeHub does this on purpose.
+func (h *Hub) LoseDesiredPatches(id registry.ID, n int) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.lose == nil {
+		h.lose = map[registry.ID]int{}
+	}
+	h.lose[id] = n
 }

@@ -1,4 +1,4 @@
-package hub
+package emulatortest
 
 // Tests against the offline IoT Hub / edgeHub emulator (tools/edgeemu), one
 // or more per trap of DESIGN.md section 5. They import the emulator through
@@ -9,6 +9,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	. "github.com/rtsptunnel/rtsptunnel/modules/rtsptunnel/internal/hub"
 	"io"
 	"log/slog"
 	"net"
@@ -49,7 +50,7 @@ func TestIdentityModes(t *testing.T) {
 			if got := e.ModelID(dev, mod); got != DefaultModelID {
 				t.Errorf("hub saw model id %q, want %q", got, DefaultModelID)
 			}
-			if info, _ := e.ConnInfo(dev, mod); info.APIVersion != apiVersion || info.NonstandardUsername {
+			if info, _ := e.ConnInfo(dev, mod); info.APIVersion != APIVersion || info.NonstandardUsername {
 				t.Errorf("hub saw api-version %q, nonstandard username %v", info.APIVersion, info.NonstandardUsername)
 			}
 			status, resp, err := e.InvokeMethod(ctx, dev, mod, "echo", json.RawMessage(`{"a":1}`), 10*time.Second)
@@ -452,7 +453,7 @@ func TestReconnect(t *testing.T) {
 	e := startEmulator(t, emulator.Options{Dir: dir})
 	mqttPort, httpsPort := e.MQTTPort(), e.HTTPSPort()
 	ev := newEvents()
-	var c *Client
+	var c *testClient
 	var republished atomic.Int32
 	ev.onConnected = func() {
 		if _, err := c.UpdateReported(ctx, json.RawMessage(`{"state":"full"}`)); err != nil {

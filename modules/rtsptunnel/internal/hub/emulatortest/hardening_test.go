@@ -1,10 +1,11 @@
-package hub
+package emulatortest
 
 import (
 	"context"
 	"encoding/base64"
 	"encoding/json"
 	"fmt"
+	. "github.com/rtsptunnel/rtsptunnel/modules/rtsptunnel/internal/hub"
 	"log/slog"
 	"net"
 	"net/http"
@@ -46,8 +47,8 @@ func TestConcurrencyLimit(t *testing.T) {
 		t.Fatal(err)
 	}
 	var wg sync.WaitGroup
-	errs := make(chan string, maxConcurrentMethods)
-	for i := range maxConcurrentMethods {
+	errs := make(chan string, MaxConcurrentMethods)
+	for i := range MaxConcurrentMethods {
 		wg.Go(func() {
 			p := fmt.Sprintf(`{"i":%d}`, i)
 			status, resp, err := e.InvokeMethod(ctx, testDevice, testModule, "hold", json.RawMessage(p), 50*time.Second)
@@ -56,7 +57,7 @@ func TestConcurrencyLimit(t *testing.T) {
 			}
 		})
 	}
-	for running.Load() < maxConcurrentMethods {
+	for running.Load() < MaxConcurrentMethods {
 		if ctx.Err() != nil {
 			t.Fatalf("only %d handlers started", running.Load())
 		}
@@ -66,8 +67,8 @@ func TestConcurrencyLimit(t *testing.T) {
 	if err != nil || status != 429 || string(resp) != `{"code":"429","target":"hold","message":"too many concurrent method calls"}` {
 		t.Errorf("call 65: %d %s %v, want 429 at once", status, resp, err)
 	}
-	if n := running.Load(); n != maxConcurrentMethods {
-		t.Errorf("%d handlers ran, want %d (the refused call must not start one)", n, maxConcurrentMethods)
+	if n := running.Load(); n != MaxConcurrentMethods {
+		t.Errorf("%d handlers ran, want %d (the refused call must not start one)", n, MaxConcurrentMethods)
 	}
 	close(release)
 	wg.Wait()
@@ -97,22 +98,19 @@ func TestDesiredGapReadsTwinInCallback(t *testing.T) {
 	})
 	startRun(t, ctx, c)
 	ev.wait(t, ctx, "OnConnected", func(ev *events) bool { return ev.connected == 1 })
-	// Make the next pushed patch look as if two had been missed: the client
-	// believes it holds an older version.
-	c.twinMu.Lock()
-	if c.desiredFrom == nil {
-		c.twinMu.Unlock()
-		t.Fatal("no twin delivered yet")
+	// Lose a patch on the way (the emulator's fault knob): the next one the
+	// client gets is a version ahead of what it holds.
+	e.LoseDesiredPatches(testDevice, testModule, 1)
+	if _, err := e.PatchDesired(testDevice, testModule, json.RawMessage(`{"lost":true}`)); err != nil {
+		t.Fatal(err)
 	}
-	c.desiredVersion -= 2
-	c.twinMu.Unlock()
 	v, err := e.PatchDesired(testDevice, testModule, json.RawMessage(`{"gap":true}`))
 	if err != nil {
 		t.Fatal(err)
 	}
 	ev.wait(t, ctx, "the full twin read from the callback", func(ev *events) bool {
 		for _, d := range ev.twins {
-			if got, _ := desiredVersion(d); got == v && strings.Contains(string(d), `"gap":true`) {
+			if got, _ := desiredVersion(d); got == v && strings.Contains(string(d), `"gap":true`) && strings.Contains(string(d), `"lost":true`) {
 				return true
 			}
 		}
