@@ -83,25 +83,52 @@ func TestHealthcheck(t *testing.T) {
 	}
 }
 
-// TestHealthcheckTimeout: a server that never answers fails the check within
-// --timeout, saying so.
+// TestHealthcheckTimeout: a server that does not answer fails the check
+// within --timeout, saying so; a --timeout longer than the default is
+// honoured too. Both are decided by outcome: the server's answer (or its
+// silence) lies far on one side of the timeout in force, never near it.
 func TestHealthcheckTimeout(t *testing.T) {
-	release := make(chan struct{})
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		select {
-		case <-release:
-		case <-r.Context().Done():
-		}
-	}))
-	defer srv.Close()
-	defer close(release)
-	var stdout, stderr bytes.Buffer
-	start := time.Now()
-	code := Healthcheck([]string{"--url", srv.URL + "/healthz", "--timeout", "200ms"}, nil, &stdout, &stderr)
-	if code != 1 || !strings.Contains(stderr.String(), "no answer in time") {
-		t.Errorf("exit %d, stderr %q; want 1 and no answer in time", code, stderr.String())
+	cases := []struct {
+		name     string
+		timeout  string
+		answerIn time.Duration // after the request arrives, the server answers 200 "ok"
+		wantCode int
+		wantErr  string
+	}{
+		// The server answers only after a minute: an ignored --timeout
+		// (no bound at all) exits 0 after 60 s, and an overrun of the
+		// 200 ms bound past the 20 s limit below is flagged; the default
+		// 3 s bound is caught by the next case.
+		{"short timeout", "200ms", time.Minute, 1, "no answer in time"},
+		// The server answers a second after the default bound: its
+		// answer always comes after the default deadline (that deadline is
+		// set before the request is sent), so a --timeout ignored in favour
+		// of the default fails this case every time, while 60 s leaves a
+		// loaded machine ample room.
+		{"timeout longer than the default", "60s", healthcheckTimeout + time.Second, 0, ""},
 	}
-	if d := time.Since(start); d > 2*time.Second {
-		t.Errorf("took %v with --timeout 200ms", d)
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			release := make(chan struct{})
+			srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				select {
+				case <-time.After(tc.answerIn):
+					w.Write([]byte("ok\n"))
+				case <-release:
+				case <-r.Context().Done():
+				}
+			}))
+			defer srv.Close()
+			defer close(release)
+			var stdout, stderr bytes.Buffer
+			start := time.Now()
+			code := Healthcheck([]string{"--url", srv.URL + "/healthz", "--timeout", tc.timeout}, nil, &stdout, &stderr)
+			if code != tc.wantCode || !strings.Contains(stderr.String(), tc.wantErr) {
+				t.Errorf("exit %d, stdout %q, stderr %q; want %d and %q", code, stdout.String(), stderr.String(), tc.wantCode, tc.wantErr)
+			}
+			if d := time.Since(start); tc.wantCode == 1 && d > 20*time.Second {
+				t.Errorf("took %v with --timeout %s", d, tc.timeout)
+			}
+		})
 	}
 }

@@ -445,7 +445,10 @@ func TestConcurrentOpens(t *testing.T) {
 // TestOpenTimeoutBoundsAnswer: a websocket endpoint that never answers the
 // handshake is bounded by openTimeout even with a longer handshake timeout.
 func TestOpenTimeoutBoundsAnswer(t *testing.T) {
-	ctx := testCtx(t, 20*time.Second)
+	// 90 s: the call's own context must outlast the 60 s handshake timeout,
+	// or a call that ignored openTimeout would end with the context, near
+	// the 20 s bound below, instead of 60 s.
+	ctx := testCtx(t, 90*time.Second)
 	silent, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -521,7 +524,7 @@ func TestFailingSessionIsolated(t *testing.T) {
 // TestShutdown: open tunnels close with 1001, later calls get 503, and the
 // closed sessions stay in the snapshot.
 func TestShutdown(t *testing.T) {
-	ctx := testCtx(t, 20*time.Second)
+	ctx := testCtx(t, 90*time.Second)
 	h := newHarness(t, nil)
 	if err := h.m.Initialize(); err != nil {
 		t.Fatal(err)
@@ -545,7 +548,12 @@ func TestShutdown(t *testing.T) {
 	if err := h.m.Shutdown(ctx); err != nil {
 		t.Fatal(err)
 	}
-	if d := time.Since(start); d > 2*time.Second {
+	// The slow path is a tunnel Shutdown did not end: it would live until
+	// its 60 s idle timeout (cameras and clouds are silent; the test's
+	// context is 90 s). The graceful end is proven by outcome below (1001
+	// read by every cloud, reason shutdown); 20 s only tells a prompt
+	// Shutdown from the idle timeout, on any machine.
+	if d := time.Since(start); d > 20*time.Second {
 		t.Errorf("Shutdown took %v", d)
 	}
 	for range clouds {
