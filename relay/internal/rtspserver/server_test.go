@@ -1,14 +1,12 @@
 package rtspserver_test
 
 import (
-	"bytes"
 	"context"
 	"crypto/md5"
 	"encoding/hex"
 	"errors"
 	"log/slog"
 	"net"
-	"runtime"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -21,12 +19,13 @@ import (
 	"github.com/bluenviron/gortsplib/v4/pkg/format"
 	"github.com/pion/rtp"
 	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/testutil"
+	promtest "github.com/prometheus/client_golang/prometheus/testutil"
 	"golang.org/x/crypto/bcrypt"
 
 	"github.com/rtsptunnel/rtsptunnel/relay/internal/auth"
 	"github.com/rtsptunnel/rtsptunnel/relay/internal/metrics"
 	"github.com/rtsptunnel/rtsptunnel/relay/internal/rtspserver"
+	"github.com/rtsptunnel/rtsptunnel/relay/internal/testutil"
 	"github.com/rtsptunnel/rtsptunnel/relay/internal/upstream"
 )
 
@@ -60,197 +59,13 @@ func testUsers(t *testing.T) []auth.User {
 	return out
 }
 
-// testContext is every test's deadline.
-func testContext(t *testing.T) context.Context {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	t.Cleanup(cancel)
-	return ctx
+// testTimeout is every test's deadline.
+const testTimeout = 30 * time.Second
+
+// newCamera starts the test's camera: H.264, a 1 KB packet every 5 ms.
+func newCamera(t *testing.T) *testutil.Camera {
+	return testutil.NewCamera(t, testutil.CameraOptions{PayloadSize: 1000})
 }
-
-// checkGoroutines fails the test if it leaves more goroutines running than
-// there were when it started. Call it first, so that its cleanup runs last.
-func checkGoroutines(t *testing.T) {
-	t.Helper()
-	before := runtime.NumGoroutine()
-	t.Cleanup(func() {
-		deadline := time.Now().Add(10 * time.Second)
-		for runtime.NumGoroutine() > before {
-			if time.Now().After(deadline) {
-				buf := make([]byte, 1<<20)
-				n := runtime.Stack(buf, true)
-				t.Errorf("%d goroutines left running, %d before the test:\n%s", runtime.NumGoroutine(), before, buf[:n])
-				return
-			}
-			time.Sleep(10 * time.Millisecond)
-		}
-	})
-}
-
-// waitFor polls cond until it holds, failing the test at ctx's deadline.
-func waitFor(ctx context.Context, t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	tick := time.NewTicker(2 * time.Millisecond)
-	defer tick.Stop()
-	for !cond() {
-		select {
-		case <-ctx.Done():
-			t.Fatalf("timed out waiting for %s", what)
-		case <-tick.C:
-		}
-	}
-}
-
-// syncBuffer collects the logs, written from several goroutines.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
-// testCamera is a minimal RTSP camera: one H.264 media on /stream, TCP
-// only, a 1 KB packet every interval whether or not anyone plays.
-type testCamera struct {
-	interval time.Duration
-
-	srv    *gortsplib.Server
-	stream *gortsplib.ServerStream
-	media  *description.Media
-	ln     net.Listener // captured from gortsplib's Listen hook
-
-	written atomic.Int64 // packets written to the stream
-
-	mu    sync.Mutex
-	conns map[*gortsplib.ServerConn]struct{} // guarded by mu: open connections
-
-	cancel context.CancelFunc
-	done   chan struct{}
-}
-
-func newTestCamera(t *testing.T) *testCamera {
-	t.Helper()
-	c := &testCamera{interval: 5 * time.Millisecond, conns: map[*gortsplib.ServerConn]struct{}{}}
-	c.media = &description.Media{
-		Type:    description.MediaTypeVideo,
-		Formats: []format.Format{&format.H264{PayloadTyp: 96, PacketizationMode: 1}},
-	}
-	c.srv = &gortsplib.Server{
-		Handler:     c,
-		RTSPAddress: "127.0.0.1:0",
-		Listen: func(network, address string) (net.Listener, error) {
-			ln, err := net.Listen(network, address)
-			c.ln = ln
-			return ln, err
-		},
-	}
-	if err := c.srv.Start(); err != nil {
-		t.Fatal(err)
-	}
-	c.stream = &gortsplib.ServerStream{Server: c.srv, Desc: &description.Session{Medias: []*description.Media{c.media}}}
-	if err := c.stream.Initialize(); err != nil {
-		c.srv.Close()
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	c.cancel, c.done = cancel, make(chan struct{})
-	go c.write(ctx)
-	t.Cleanup(c.close)
-	return c
-}
-
-func (c *testCamera) close() {
-	c.cancel()
-	<-c.done
-	c.stream.Close()
-	c.srv.Close()
-}
-
-func (c *testCamera) addr() string { return c.ln.Addr().String() }
-
-// write sends one single-NAL-unit packet per interval, with a marker bit
-// and increasing sequence numbers and timestamps.
-func (c *testCamera) write(ctx context.Context) {
-	defer close(c.done)
-	tick := time.NewTicker(c.interval)
-	defer tick.Stop()
-	payload := append([]byte{0x41}, make([]byte, 1000)...) // a non-IDR slice
-	for seq := uint16(0); ; {
-		select {
-		case <-ctx.Done():
-			return
-		case <-tick.C:
-		}
-		seq++
-		c.stream.WritePacketRTP(c.media, &rtp.Packet{
-			Header: rtp.Header{
-				Version: 2, Marker: true, PayloadType: 96,
-				SequenceNumber: seq, Timestamp: uint32(seq) * 900, SSRC: 0x12345678,
-			},
-			Payload: payload,
-		})
-		c.written.Add(1)
-	}
-}
-
-// active returns how many connections the camera has open.
-func (c *testCamera) active() int {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return len(c.conns)
-}
-
-// drop closes every connection from the camera's side.
-func (c *testCamera) drop() {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	for sc := range c.conns {
-		sc.Close()
-	}
-}
-
-func (c *testCamera) OnConnOpen(ctx *gortsplib.ServerHandlerOnConnOpenCtx) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.conns[ctx.Conn] = struct{}{}
-}
-
-func (c *testCamera) OnConnClose(ctx *gortsplib.ServerHandlerOnConnCloseCtx) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	delete(c.conns, ctx.Conn)
-}
-
-func (c *testCamera) OnDescribe(ctx *gortsplib.ServerHandlerOnDescribeCtx) (*base.Response, *gortsplib.ServerStream, error) {
-	if ctx.Path != "/stream" {
-		return &base.Response{StatusCode: base.StatusNotFound}, nil, nil
-	}
-	return &base.Response{StatusCode: base.StatusOK}, c.stream, nil
-}
-
-func (c *testCamera) OnSetup(ctx *gortsplib.ServerHandlerOnSetupCtx) (*base.Response, *gortsplib.ServerStream, error) {
-	if ctx.Path != "/stream" {
-		return &base.Response{StatusCode: base.StatusNotFound}, nil, nil
-	}
-	return &base.Response{StatusCode: base.StatusOK}, c.stream, nil
-}
-
-func (c *testCamera) OnPlay(*gortsplib.ServerHandlerOnPlayCtx) (*base.Response, error) {
-	return &base.Response{StatusCode: base.StatusOK}, nil
-}
-
-// OnStreamWriteError keeps gortsplib from logging through the log package.
-func (c *testCamera) OnStreamWriteError(*gortsplib.ServerHandlerOnStreamWriteErrorCtx) {}
 
 // sndbufListener fixes the send buffer of the connections it accepts, so
 // that a player that stops reading fills it at once instead of after
@@ -269,11 +84,11 @@ func (l *sndbufListener) Accept() (net.Conn, error) {
 }
 
 type env struct {
-	cam   *testCamera
+	cam   *testutil.Camera
 	dials atomic.Int64 // every camera's tunnels
 	srv   *rtspserver.Server
 	m     *metrics.Metrics
-	logs  *syncBuffer
+	logs  *testutil.LogBuffer
 }
 
 type envOptions struct {
@@ -289,7 +104,7 @@ type envOptions struct {
 // camera through a counting dialer.
 func newEnv(t *testing.T, o envOptions) *env {
 	t.Helper()
-	e := &env{cam: newTestCamera(t), logs: &syncBuffer{}}
+	e := &env{cam: newCamera(t), logs: &testutil.LogBuffer{}}
 	var err error
 	if e.m, err = metrics.New(prometheus.NewRegistry()); err != nil {
 		t.Fatal(err)
@@ -314,7 +129,7 @@ func newEnv(t *testing.T, o envOptions) *env {
 		Verifier:        v,
 		Limiter:         &auth.Limiter{},
 		DescribeTimeout: 10 * time.Second,
-		Logger:          slog.New(slog.NewJSONHandler(e.logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
+		Logger:          e.logs.Logger(slog.LevelDebug),
 		Metrics:         e.m,
 	}
 	for name, users := range o.cameras {
@@ -328,7 +143,7 @@ func newEnv(t *testing.T, o envOptions) *env {
 				Dial: func(ctx context.Context) (net.Conn, error) {
 					e.dials.Add(1)
 					var d net.Dialer
-					return d.DialContext(ctx, "tcp", e.cam.addr())
+					return d.DialContext(ctx, "tcp", e.cam.Addr())
 				},
 				Linger:          300 * time.Millisecond,
 				ReconnectWindow: 10 * time.Second,
@@ -371,17 +186,17 @@ func (e *env) camera(name string) *rtspserver.Camera {
 }
 
 func (e *env) viewers(cam string) float64 {
-	return testutil.ToFloat64(e.m.Viewers.WithLabelValues(cam))
+	return promtest.ToFloat64(e.m.Viewers.WithLabelValues(cam))
 }
 
 func (e *env) dropped(cam string) float64 {
-	return testutil.ToFloat64(e.m.PlayerDropped.WithLabelValues(cam))
+	return promtest.ToFloat64(e.m.PlayerDropped.WithLabelValues(cam))
 }
 
 func (e *env) refused() map[string]float64 {
 	out := map[string]float64{}
 	for _, r := range metrics.Refusals {
-		out[r] = testutil.ToFloat64(e.m.Refused.WithLabelValues(r))
+		out[r] = promtest.ToFloat64(e.m.Refused.WithLabelValues(r))
 	}
 	return out
 }
@@ -479,8 +294,8 @@ func mustPlay(t *testing.T, rawURL string, o playerOptions) *player {
 // and the upstream closes after they leave.
 func TestSharedCamera(t *testing.T) {
 	const players = 5
-	checkGoroutines(t)
-	ctx := testContext(t)
+	testutil.CheckGoroutines(t)
+	ctx := testutil.Context(t, testTimeout)
 	e := newEnv(t, envOptions{})
 	before := e.refused()
 
@@ -497,20 +312,20 @@ func TestSharedCamera(t *testing.T) {
 		}
 	}
 	for _, p := range ps {
-		waitFor(ctx, t, "packets for every player", func() bool { return p.packets.Load() >= 20 })
+		testutil.WaitFor(ctx, t, "packets for every player", func() bool { return p.packets.Load() >= 20 })
 	}
 	if n := e.dials.Load(); n != 1 {
 		t.Errorf("%d tunnels for %d players, want 1", n, players)
 	}
-	if n := e.cam.active(); n != 1 {
+	if n := e.cam.Active(); n != 1 {
 		t.Errorf("camera has %d connections, want 1", n)
 	}
-	waitFor(ctx, t, "relay_viewers == 5", func() bool { return e.viewers("door") == players })
-	waitFor(ctx, t, "the upstream live with 5 holds", func() bool {
+	testutil.WaitFor(ctx, t, "relay_viewers == 5", func() bool { return e.viewers("door") == players })
+	testutil.WaitFor(ctx, t, "the upstream live with 5 holds", func() bool {
 		st := e.camera("door").Upstream.Status()
 		return st.State == metrics.StateLive && st.Holds == players
 	})
-	if got := testutil.ToFloat64(e.m.PlayerBytes.WithLabelValues("door")); got <= 0 {
+	if got := promtest.ToFloat64(e.m.PlayerBytes.WithLabelValues("door")); got <= 0 {
 		t.Errorf("relay_player_bytes_total = %v, want > 0", got)
 	}
 	// The first, credential-less request of each player is a challenge,
@@ -520,10 +335,10 @@ func TestSharedCamera(t *testing.T) {
 	for _, p := range ps {
 		p.close()
 	}
-	waitFor(ctx, t, "relay_viewers == 0", func() bool { return e.viewers("door") == 0 })
-	waitFor(ctx, t, "the upstream to close after the linger", func() bool {
+	testutil.WaitFor(ctx, t, "relay_viewers == 0", func() bool { return e.viewers("door") == 0 })
+	testutil.WaitFor(ctx, t, "the upstream to close after the linger", func() bool {
 		st := e.camera("door").Upstream.Status()
-		return st.Holds == 0 && st.State == metrics.StateIdle && e.cam.active() == 0
+		return st.Holds == 0 && st.State == metrics.StateIdle && e.cam.Active() == 0
 	})
 	if n := e.dials.Load(); n != 1 {
 		t.Errorf("%d tunnels, want 1", n)
@@ -533,7 +348,7 @@ func TestSharedCamera(t *testing.T) {
 // TestRefusals: requests that fail authentication or authorization are
 // answered without opening a tunnel, and counted by reason.
 func TestRefusals(t *testing.T) {
-	checkGoroutines(t)
+	testutil.CheckGoroutines(t)
 	e := newEnv(t, envOptions{})
 	tests := []struct {
 		name       string
@@ -586,7 +401,7 @@ func TestRefusals(t *testing.T) {
 // TestRateLimited: after Burst failures from one address, even correct
 // credentials are answered 503 without being checked.
 func TestRateLimited(t *testing.T) {
-	checkGoroutines(t)
+	testutil.CheckGoroutines(t)
 	e := newEnv(t, envOptions{mod: func(s *rtspserver.Server) { s.Limiter = &auth.Limiter{Burst: 2, Every: time.Hour} }})
 	for i := range 2 {
 		if _, err := play(t, e.url("door", "alice", "wrong"), playerOptions{}); err == nil || !strings.Contains(err.Error(), "401") {
@@ -607,8 +422,8 @@ func TestRateLimited(t *testing.T) {
 // TestSlowPlayer: a player that stops reading loses packets (counted) while
 // another keeps up with the camera.
 func TestSlowPlayer(t *testing.T) {
-	checkGoroutines(t)
-	ctx := testContext(t)
+	testutil.CheckGoroutines(t)
+	ctx := testutil.Context(t, testTimeout)
 	e := newEnv(t, envOptions{
 		sndbuf: 4096,
 		mod:    func(s *rtspserver.Server) { s.WriteQueueSize = 16 },
@@ -639,22 +454,22 @@ func TestSlowPlayer(t *testing.T) {
 	// cannot close while its reader is stuck in the callback.
 	t.Cleanup(func() { close(unfreeze) })
 
-	waitFor(ctx, t, "both players to receive", func() bool { return fast.packets.Load() > 10 && slow.packets.Load() > 10 })
+	testutil.WaitFor(ctx, t, "both players to receive", func() bool { return fast.packets.Load() > 10 && slow.packets.Load() > 10 })
 	freeze.Store(true)
 	select {
 	case <-frozen:
 	case <-ctx.Done():
 		t.Fatal("the slow player got no packet")
 	}
-	waitFor(ctx, t, "packets dropped for the slow player", func() bool { return e.dropped("door") > 0 })
+	testutil.WaitFor(ctx, t, "packets dropped for the slow player", func() bool { return e.dropped("door") > 0 })
 
 	// From now on the fast player gets at least half of what the camera
 	// sends: 400 packets take the camera 2 s, so this allows the fast
 	// player a whole second of lag. Were the relay paced by the slow
 	// player, the fast one would get next to nothing.
 	const window = 400
-	w0, f0 := e.cam.written.Load(), fast.packets.Load()
-	waitFor(ctx, t, "the camera to send", func() bool { return e.cam.written.Load()-w0 >= window })
+	w0, f0 := e.cam.Written.Load(), fast.packets.Load()
+	testutil.WaitFor(ctx, t, "the camera to send", func() bool { return e.cam.Written.Load()-w0 >= window })
 	if f := fast.packets.Load() - f0; f < window/2 {
 		t.Errorf("the fast player got %d packets while the camera sent %d, want at least %d", f, window, window/2)
 	}
@@ -681,8 +496,8 @@ func TestPlayerLimits(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			checkGoroutines(t)
-			ctx := testContext(t)
+			testutil.CheckGoroutines(t)
+			ctx := testutil.Context(t, testTimeout)
 			e := newEnv(t, envOptions{mod: tt.mod})
 			url := e.url("door", "alice", alicePass)
 			p1 := mustPlay(t, url, playerOptions{})
@@ -701,11 +516,11 @@ func TestPlayerLimits(t *testing.T) {
 			// connection close a little later).
 			p1.close()
 			var p3 *player
-			waitFor(ctx, t, "a third player to get in", func() bool {
+			testutil.WaitFor(ctx, t, "a third player to get in", func() bool {
 				p3, err = play(t, url, playerOptions{})
 				return err == nil
 			})
-			waitFor(ctx, t, "packets for the new player", func() bool { return p3.packets.Load() > 0 })
+			testutil.WaitFor(ctx, t, "packets for the new player", func() bool { return p3.packets.Load() > 0 })
 			if n := e.dials.Load(); n != 1 {
 				t.Errorf("%d tunnels, want 1", n)
 			}
@@ -716,8 +531,8 @@ func TestPlayerLimits(t *testing.T) {
 // TestAnonymous: with AllowAnonymous, a camera without users plays without
 // credentials, while a camera with users still asks for them.
 func TestAnonymous(t *testing.T) {
-	checkGoroutines(t)
-	ctx := testContext(t)
+	testutil.CheckGoroutines(t)
+	ctx := testutil.Context(t, testTimeout)
 	e := newEnv(t, envOptions{
 		cameras: map[string][]string{"lobby": nil, "door": {"alice"}},
 		mod:     func(s *rtspserver.Server) { s.AllowAnonymous = true },
@@ -747,7 +562,7 @@ func TestAnonymous(t *testing.T) {
 			if err != nil {
 				t.Fatalf("play: %v", err)
 			}
-			waitFor(ctx, t, "packets", func() bool { return p.packets.Load() > 0 })
+			testutil.WaitFor(ctx, t, "packets", func() bool { return p.packets.Load() > 0 })
 			p.close()
 		})
 	}
@@ -780,7 +595,7 @@ func TestInitializeErrors(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			checkGoroutines(t)
+			testutil.CheckGoroutines(t)
 			ln, err := net.Listen("tcp", "127.0.0.1:0")
 			if err != nil {
 				t.Fatal(err)
@@ -807,25 +622,25 @@ func TestInitializeErrors(t *testing.T) {
 // TestCameraDropKeepsPlayers: when the camera drops the tunnel, the
 // upstream reconnects and the players keep receiving on their sessions.
 func TestCameraDropKeepsPlayers(t *testing.T) {
-	checkGoroutines(t)
-	ctx := testContext(t)
+	testutil.CheckGoroutines(t)
+	ctx := testutil.Context(t, testTimeout)
 	e := newEnv(t, envOptions{})
 	ps := []*player{
 		mustPlay(t, e.url("door", "alice", alicePass), playerOptions{}),
 		mustPlay(t, e.url("door", "alice", alicePass), playerOptions{}),
 	}
 	for _, p := range ps {
-		waitFor(ctx, t, "packets", func() bool { return p.packets.Load() > 10 })
+		testutil.WaitFor(ctx, t, "packets", func() bool { return p.packets.Load() > 10 })
 	}
-	e.cam.drop()
-	restarts := func() float64 { return testutil.ToFloat64(e.m.UpstreamRestarts.WithLabelValues("door")) }
-	waitFor(ctx, t, "a restart", func() bool { return restarts() == 1 })
-	waitFor(ctx, t, "the upstream to be live again", func() bool {
+	e.cam.Drop()
+	restarts := func() float64 { return promtest.ToFloat64(e.m.UpstreamRestarts.WithLabelValues("door")) }
+	testutil.WaitFor(ctx, t, "a restart", func() bool { return restarts() == 1 })
+	testutil.WaitFor(ctx, t, "the upstream to be live again", func() bool {
 		return e.dials.Load() == 2 && e.camera("door").Upstream.Status().State == metrics.StateLive
 	})
 	counts := []int64{ps[0].packets.Load(), ps[1].packets.Load()}
 	for i, p := range ps {
-		waitFor(ctx, t, "packets after the reconnect", func() bool { return p.packets.Load() >= counts[i]+20 })
+		testutil.WaitFor(ctx, t, "packets after the reconnect", func() bool { return p.packets.Load() >= counts[i]+20 })
 	}
 	if n := e.viewers("door"); n != 2 {
 		t.Errorf("relay_viewers = %v, want 2", n)
@@ -838,15 +653,15 @@ func TestCameraDropKeepsPlayers(t *testing.T) {
 // TestMaxSessionDuration: a playing session ends when it reaches
 // MaxSessionDuration, and the viewer is counted out.
 func TestMaxSessionDuration(t *testing.T) {
-	checkGoroutines(t)
-	ctx := testContext(t)
+	testutil.CheckGoroutines(t)
+	ctx := testutil.Context(t, testTimeout)
 	e := newEnv(t, envOptions{mod: func(s *rtspserver.Server) { s.MaxSessionDuration = 300 * time.Millisecond }})
 	p, err := play(t, e.url("door", "alice", alicePass), playerOptions{})
 	if err != nil {
 		t.Fatalf("play: %v", err)
 	}
 	defer p.close()
-	waitFor(ctx, t, "packets", func() bool { return p.packets.Load() > 0 })
+	testutil.WaitFor(ctx, t, "packets", func() bool { return p.packets.Load() > 0 })
 	ended := make(chan error, 1)
 	go func() { ended <- p.c.Wait() }()
 	select {
@@ -855,7 +670,7 @@ func TestMaxSessionDuration(t *testing.T) {
 	case <-time.After(10 * time.Second):
 		t.Fatal("the session outlived maxSessionDuration by 10 s")
 	}
-	waitFor(ctx, t, "the viewer counted out", func() bool { return e.viewers("door") == 0 })
+	testutil.WaitFor(ctx, t, "the viewer counted out", func() bool { return e.viewers("door") == 0 })
 	if !strings.Contains(e.logs.String(), "player session reached maxSessionDuration") {
 		t.Error("no log line for the ended session")
 	}

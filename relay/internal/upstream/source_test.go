@@ -1,13 +1,11 @@
 package upstream_test
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net"
-	"runtime"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -16,223 +14,27 @@ import (
 
 	"github.com/bluenviron/gortsplib/v4"
 	"github.com/bluenviron/gortsplib/v4/pkg/base"
-	"github.com/bluenviron/gortsplib/v4/pkg/description"
-	"github.com/bluenviron/gortsplib/v4/pkg/format"
 	"github.com/pion/rtp"
 	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/testutil"
+	promtest "github.com/prometheus/client_golang/prometheus/testutil"
 	dto "github.com/prometheus/client_model/go"
 
 	"github.com/rtsptunnel/rtsptunnel/relay/internal/metrics"
+	"github.com/rtsptunnel/rtsptunnel/relay/internal/testutil"
 	"github.com/rtsptunnel/rtsptunnel/relay/internal/upstream"
 )
 
 // The tests run a real RTSP camera (gortsplib's server, one H.264 media on
 // /stream, a synthetic RTP packet every few milliseconds) and a plain TCP
 // connection to it as the tunnel. They never sleep to wait for something:
-// they poll against the test's deadline (waitFor). Time only bounds from
+// they poll against the test's deadline (testutil.WaitFor). Time only bounds from
 // below ("not before the linger"), never from above, so that a loaded
 // machine makes them slower, not red.
 
 const camName = "door"
 
-// testContext is every test's deadline.
-func testContext(t *testing.T) context.Context {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-	t.Cleanup(cancel)
-	return ctx
-}
-
-// checkGoroutines fails the test if it leaves more goroutines running than
-// there were when it started. Call it first, so that its cleanup runs last,
-// after everything the test started was closed.
-func checkGoroutines(t *testing.T) {
-	t.Helper()
-	before := runtime.NumGoroutine()
-	t.Cleanup(func() {
-		deadline := time.Now().Add(10 * time.Second)
-		for runtime.NumGoroutine() > before {
-			if time.Now().After(deadline) {
-				buf := make([]byte, 1<<20)
-				n := runtime.Stack(buf, true)
-				t.Errorf("%d goroutines left running, %d before the test:\n%s", runtime.NumGoroutine(), before, buf[:n])
-				return
-			}
-			time.Sleep(10 * time.Millisecond)
-		}
-	})
-}
-
-// waitFor polls cond until it holds, failing the test at ctx's deadline.
-func waitFor(ctx context.Context, t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	tick := time.NewTicker(2 * time.Millisecond)
-	defer tick.Stop()
-	for !cond() {
-		select {
-		case <-ctx.Done():
-			t.Fatalf("timed out waiting for %s", what)
-		case <-tick.C:
-		}
-	}
-}
-
-// syncBuffer collects the logs, written from several goroutines.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
-// testCamera is a minimal RTSP camera: one H.264 media on /stream, TCP
-// only, a packet every interval whether or not anyone plays.
-type testCamera struct {
-	interval time.Duration
-
-	srv    *gortsplib.Server
-	stream *gortsplib.ServerStream
-	media  *description.Media
-	ln     net.Listener // captured from gortsplib's Listen hook
-
-	refuse atomic.Bool  // DESCRIBE answers 404
-	paused atomic.Bool  // no packets are written
-	plays  atomic.Int64 // PLAY requests accepted
-
-	mu    sync.Mutex
-	conns map[*gortsplib.ServerConn]struct{} // guarded by mu: open connections
-
-	cancel context.CancelFunc
-	done   chan struct{}
-}
-
-func newTestCamera(t *testing.T) *testCamera {
-	t.Helper()
-	c := &testCamera{interval: 5 * time.Millisecond, conns: map[*gortsplib.ServerConn]struct{}{}}
-	c.media = &description.Media{
-		Type:    description.MediaTypeVideo,
-		Formats: []format.Format{&format.H264{PayloadTyp: 96, PacketizationMode: 1}},
-	}
-	c.srv = &gortsplib.Server{
-		Handler:     c,
-		RTSPAddress: "127.0.0.1:0",
-		Listen: func(network, address string) (net.Listener, error) {
-			ln, err := net.Listen(network, address)
-			c.ln = ln
-			return ln, err
-		},
-	}
-	if err := c.srv.Start(); err != nil {
-		t.Fatal(err)
-	}
-	c.stream = &gortsplib.ServerStream{Server: c.srv, Desc: &description.Session{Medias: []*description.Media{c.media}}}
-	if err := c.stream.Initialize(); err != nil {
-		c.srv.Close()
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	c.cancel, c.done = cancel, make(chan struct{})
-	go c.write(ctx)
-	t.Cleanup(c.close)
-	return c
-}
-
-func (c *testCamera) close() {
-	c.cancel()
-	<-c.done
-	c.stream.Close()
-	c.srv.Close()
-}
-
-func (c *testCamera) addr() string { return c.ln.Addr().String() }
-
-// write sends one single-NAL-unit packet per interval, with a marker bit
-// and increasing sequence numbers and timestamps.
-func (c *testCamera) write(ctx context.Context) {
-	defer close(c.done)
-	tick := time.NewTicker(c.interval)
-	defer tick.Stop()
-	payload := append([]byte{0x41}, make([]byte, 200)...) // a non-IDR slice
-	for seq := uint16(0); ; {
-		select {
-		case <-ctx.Done():
-			return
-		case <-tick.C:
-		}
-		if c.paused.Load() {
-			continue
-		}
-		seq++
-		c.stream.WritePacketRTP(c.media, &rtp.Packet{
-			Header: rtp.Header{
-				Version: 2, Marker: true, PayloadType: 96,
-				SequenceNumber: seq, Timestamp: uint32(seq) * 900, SSRC: 0x12345678,
-			},
-			Payload: payload,
-		})
-	}
-}
-
-// active returns how many connections the camera has open.
-func (c *testCamera) active() int {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return len(c.conns)
-}
-
-// drop closes every connection from the camera's side.
-func (c *testCamera) drop() {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	for sc := range c.conns {
-		sc.Close()
-	}
-}
-
-func (c *testCamera) OnConnOpen(ctx *gortsplib.ServerHandlerOnConnOpenCtx) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.conns[ctx.Conn] = struct{}{}
-}
-
-func (c *testCamera) OnConnClose(ctx *gortsplib.ServerHandlerOnConnCloseCtx) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	delete(c.conns, ctx.Conn)
-}
-
-func (c *testCamera) OnDescribe(ctx *gortsplib.ServerHandlerOnDescribeCtx) (*base.Response, *gortsplib.ServerStream, error) {
-	if ctx.Path != "/stream" || c.refuse.Load() {
-		return &base.Response{StatusCode: base.StatusNotFound}, nil, nil
-	}
-	return &base.Response{StatusCode: base.StatusOK}, c.stream, nil
-}
-
-func (c *testCamera) OnSetup(ctx *gortsplib.ServerHandlerOnSetupCtx) (*base.Response, *gortsplib.ServerStream, error) {
-	if ctx.Path != "/stream" {
-		return &base.Response{StatusCode: base.StatusNotFound}, nil, nil
-	}
-	return &base.Response{StatusCode: base.StatusOK}, c.stream, nil
-}
-
-func (c *testCamera) OnPlay(*gortsplib.ServerHandlerOnPlayCtx) (*base.Response, error) {
-	c.plays.Add(1)
-	return &base.Response{StatusCode: base.StatusOK}, nil
-}
-
-// OnStreamWriteError keeps gortsplib from logging through the log package.
-func (c *testCamera) OnStreamWriteError(*gortsplib.ServerHandlerOnStreamWriteErrorCtx) {}
+// testTimeout is every test's deadline.
+const testTimeout = 20 * time.Second
 
 // testDialer is the tunnel: a TCP connection to addr. hook, when set, runs
 // first; its error fails the dial.
@@ -321,11 +123,11 @@ func blockingHook() (hook func(context.Context) error, entered, exited <-chan st
 }
 
 type env struct {
-	cam  *testCamera
+	cam  *testutil.Camera
 	dial *testDialer
 	src  *upstream.Source
 	m    *metrics.Metrics
-	logs *syncBuffer
+	logs *testutil.LogBuffer
 
 	dialExited <-chan struct{} // TestClose: closed when a blocked dial returned
 }
@@ -334,8 +136,8 @@ type env struct {
 // short timers; mod adjusts the Source before Initialize.
 func newEnv(t *testing.T, mod func(*upstream.Source)) *env {
 	t.Helper()
-	e := &env{cam: newTestCamera(t), logs: &syncBuffer{}}
-	e.dial = &testDialer{addr: e.cam.addr()}
+	e := &env{cam: testutil.NewCamera(t, testutil.CameraOptions{}), logs: &testutil.LogBuffer{}}
+	e.dial = &testDialer{addr: e.cam.Addr()}
 	var err error
 	if e.m, err = metrics.New(prometheus.NewRegistry()); err != nil {
 		t.Fatal(err)
@@ -355,7 +157,7 @@ func newEnv(t *testing.T, mod func(*upstream.Source)) *env {
 		ReconnectWindow: 10 * time.Second,
 		RetryMin:        10 * time.Millisecond,
 		RetryMax:        50 * time.Millisecond,
-		Logger:          slog.New(slog.NewJSONHandler(e.logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
+		Logger:          e.logs.Logger(slog.LevelDebug),
 		Metrics:         e.m,
 	}
 	if mod != nil {
@@ -388,7 +190,7 @@ func (e *env) opens(t *testing.T) uint64 {
 // before the snapshot is updated, so a test polls it.
 func (e *env) waitStatus(ctx context.Context, t *testing.T, state string, holds int) {
 	t.Helper()
-	waitFor(ctx, t, fmt.Sprintf("state %s with %d holds", state, holds), func() bool {
+	testutil.WaitFor(ctx, t, fmt.Sprintf("state %s with %d holds", state, holds), func() bool {
 		st := e.src.Status()
 		return st.State == state && st.Holds == holds
 	})
@@ -397,12 +199,12 @@ func (e *env) waitStatus(ctx context.Context, t *testing.T, state string, holds 
 func (e *env) state() string { return e.src.Status().State }
 
 func (e *env) restarts() float64 {
-	return testutil.ToFloat64(e.m.UpstreamRestarts.WithLabelValues(camName))
+	return promtest.ToFloat64(e.m.UpstreamRestarts.WithLabelValues(camName))
 }
 
 // stateMetric returns relay_upstream_state{state} for the camera.
 func (e *env) stateMetric(state string) float64 {
-	return testutil.ToFloat64(e.m.UpstreamState.WithLabelValues(camName, state))
+	return promtest.ToFloat64(e.m.UpstreamState.WithLabelValues(camName, state))
 }
 
 type acquired struct {
@@ -482,7 +284,7 @@ func TestInitializeRequiresFields(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			checkGoroutines(t)
+			testutil.CheckGoroutines(t)
 			s := full()
 			tt.mod(s)
 			if err := s.Initialize(); err == nil {
@@ -500,14 +302,14 @@ func TestOnDemandAndLinger(t *testing.T) {
 	const linger = 300 * time.Millisecond
 	for _, viewers := range []int{1, 8} {
 		t.Run(fmt.Sprintf("%d viewers", viewers), func(t *testing.T) {
-			checkGoroutines(t)
-			ctx := testContext(t)
+			testutil.CheckGoroutines(t)
+			ctx := testutil.Context(t, testTimeout)
 			e := newEnv(t, func(s *upstream.Source) { s.Linger = linger })
 
 			// A spontaneous dial would come at once; give it a moment.
 			time.Sleep(50 * time.Millisecond)
-			if n := e.dial.dials.Load(); n != 0 || e.state() != metrics.StateIdle || e.cam.active() != 0 {
-				t.Fatalf("before any viewer: %d dials, state %s, %d camera connections; want 0, idle, 0", n, e.state(), e.cam.active())
+			if n := e.dial.dials.Load(); n != 0 || e.state() != metrics.StateIdle || e.cam.Active() != 0 {
+				t.Fatalf("before any viewer: %d dials, state %s, %d camera connections; want 0, idle, 0", n, e.state(), e.cam.Active())
 			}
 
 			results := make([]acquired, viewers)
@@ -531,14 +333,14 @@ func TestOnDemandAndLinger(t *testing.T) {
 			if n := e.dial.dials.Load(); n != 1 {
 				t.Errorf("%d dials for %d viewers, want 1", n, viewers)
 			}
-			if n := e.cam.plays.Load(); n != 1 {
+			if n := e.cam.Plays.Load(); n != 1 {
 				t.Errorf("camera got %d PLAY requests, want 1", n)
 			}
 			e.waitStatus(ctx, t, metrics.StateLive, viewers)
 			if got := e.stateMetric(metrics.StateLive); got != 1 {
 				t.Errorf("relay_upstream_state{state=live} = %v, want 1", got)
 			}
-			if n := e.cam.active(); n != 1 {
+			if n := e.cam.Active(); n != 1 {
 				t.Errorf("camera has %d connections, want 1", n)
 			}
 
@@ -547,8 +349,8 @@ func TestOnDemandAndLinger(t *testing.T) {
 			}
 			left := time.Now() // before the last Release arms the linger
 			released(ctx, t, e.src)
-			waitFor(ctx, t, "the upstream to close after the linger", func() bool {
-				return e.state() == metrics.StateIdle && e.cam.active() == 0
+			testutil.WaitFor(ctx, t, "the upstream to close after the linger", func() bool {
+				return e.state() == metrics.StateIdle && e.cam.Active() == 0
 			})
 			if d := time.Since(left); d < linger {
 				t.Errorf("upstream closed %v after the last viewer left, before the linger of %v", d, linger)
@@ -588,9 +390,12 @@ func TestOnDemandAndLinger(t *testing.T) {
 // TestLingerCanceledByNewViewer: a viewer arriving during the linger keeps
 // the tunnel and the stream, and the linger does not close them under it.
 func TestLingerCanceledByNewViewer(t *testing.T) {
-	const linger = time.Second
-	checkGoroutines(t)
-	ctx := testContext(t)
+	// The viewer must come back within the linger: 3 s is far beyond a
+	// release and an Acquire on a loaded machine (milliseconds), so only
+	// a linger that ignores the new viewer closes the stream.
+	const linger = 3 * time.Second
+	testutil.CheckGoroutines(t)
+	ctx := testutil.Context(t, testTimeout)
 	e := newEnv(t, func(s *upstream.Source) { s.Linger = linger })
 	r := result(ctx, t, e.acquireAsync(ctx))
 	if r.err != nil {
@@ -606,8 +411,8 @@ func TestLingerCanceledByNewViewer(t *testing.T) {
 			r.stream, r2.stream, e.dial.dials.Load())
 	}
 	time.Sleep(linger + 200*time.Millisecond) // past the linger that was armed
-	if st := e.src.Status(); st.State != metrics.StateLive || st.Holds != 1 || e.cam.active() != 1 {
-		t.Fatalf("Status() = %+v with %d camera connections after the linger; want live with 1 hold, 1 connection", st, e.cam.active())
+	if st := e.src.Status(); st.State != metrics.StateLive || st.Holds != 1 || e.cam.Active() != 1 {
+		t.Fatalf("Status() = %+v with %d camera connections after the linger; want live with 1 hold, 1 connection", st, e.cam.Active())
 	}
 	released(ctx, t, e.src)
 }
@@ -624,7 +429,7 @@ func TestReconnectKeepsStream(t *testing.T) {
 	}{
 		{
 			name: "camera closes the connection",
-			drop: func(e *env) { e.cam.drop() },
+			drop: func(e *env) { e.cam.Drop() },
 		},
 		{
 			name: "tunnel drops",
@@ -632,17 +437,17 @@ func TestReconnectKeepsStream(t *testing.T) {
 		},
 		{
 			name: "camera stops sending",
-			mod:  func(s *upstream.Source) { s.ReadTimeout = 500 * time.Millisecond },
-			drop: func(e *env) { e.cam.paused.Store(true) },
+			mod:  func(s *upstream.Source) { s.ReadTimeout = 2 * time.Second }, // far beyond a gap in a 5 ms stream on a loaded machine
+			drop: func(e *env) { e.cam.Paused.Store(true) },
 			// Sending again before the retry is let through, so that the
 			// new session does not time out as well.
-			recover: func(e *env) { e.cam.paused.Store(false) },
+			recover: func(e *env) { e.cam.Paused.Store(false) },
 		},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			checkGoroutines(t)
-			ctx := testContext(t)
+			testutil.CheckGoroutines(t)
+			ctx := testutil.Context(t, testTimeout)
 			e := newEnv(t, tt.mod)
 			first := result(ctx, t, e.acquireAsync(ctx))
 			if first.err != nil {
@@ -651,7 +456,7 @@ func TestReconnectKeepsStream(t *testing.T) {
 
 			// Hold the reconnecting dial until the test has looked.
 			gate := make(chan struct{})
-			e.dial.set(e.cam.addr(), func(ctx context.Context) error {
+			e.dial.set(e.cam.Addr(), func(ctx context.Context) error {
 				select {
 				case <-gate:
 					return nil
@@ -660,7 +465,7 @@ func TestReconnectKeepsStream(t *testing.T) {
 				}
 			})
 			tt.drop(e)
-			waitFor(ctx, t, "the upstream to reconnect", func() bool {
+			testutil.WaitFor(ctx, t, "the upstream to reconnect", func() bool {
 				return e.state() == metrics.StateReconnecting && e.dial.dials.Load() == 2
 			})
 			if got := e.restarts(); got != 1 {
@@ -672,7 +477,7 @@ func TestReconnectKeepsStream(t *testing.T) {
 
 			// A viewer arriving now waits for the reconnect.
 			waiting := e.acquireAsync(ctx)
-			waitFor(ctx, t, "the second viewer's hold", func() bool { return e.src.Status().Holds == 2 })
+			testutil.WaitFor(ctx, t, "the second viewer's hold", func() bool { return e.src.Status().Holds == 2 })
 			select {
 			case r := <-waiting:
 				t.Fatalf("Acquire returned while reconnecting: %p, %v", r.stream, r.err)
@@ -690,10 +495,10 @@ func TestReconnectKeepsStream(t *testing.T) {
 				t.Errorf("the stream changed across the reconnect (%p, then %p); viewers would be cut off", first.stream, r.stream)
 			}
 			e.waitStatus(ctx, t, metrics.StateLive, 2)
-			if n := e.cam.plays.Load(); n != 2 {
+			if n := e.cam.Plays.Load(); n != 2 {
 				t.Errorf("camera got %d PLAY requests, want 2", n)
 			}
-			waitFor(ctx, t, "the camera to see one connection", func() bool { return e.cam.active() == 1 })
+			testutil.WaitFor(ctx, t, "the camera to see one connection", func() bool { return e.cam.Active() == 1 })
 			if got := e.restarts(); got != 1 {
 				t.Errorf("relay_upstream_restarts_total = %v after the reconnect, want 1", got)
 			}
@@ -713,8 +518,8 @@ func TestReconnectWindowEnds(t *testing.T) {
 	errDown := errors.New("tunnel down")
 	for _, window := range []time.Duration{0, 300 * time.Millisecond} {
 		t.Run(window.String(), func(t *testing.T) {
-			checkGoroutines(t)
-			ctx := testContext(t)
+			testutil.CheckGoroutines(t)
+			ctx := testutil.Context(t, testTimeout)
 			e := newEnv(t, func(s *upstream.Source) {
 				s.ReconnectWindow = window
 				s.Linger = 5 * time.Second // not the linger that closes it
@@ -723,16 +528,16 @@ func TestReconnectWindowEnds(t *testing.T) {
 			if first.err != nil {
 				t.Fatal(first.err)
 			}
-			e.dial.set(e.cam.addr(), func(context.Context) error { return errDown })
+			e.dial.set(e.cam.Addr(), func(context.Context) error { return errDown })
 			dropped := time.Now()
-			e.cam.drop()
+			e.cam.Drop()
 
 			var waiting <-chan acquired
 			if window > 0 {
-				waitFor(ctx, t, "reconnecting", func() bool { return e.state() == metrics.StateReconnecting })
+				testutil.WaitFor(ctx, t, "reconnecting", func() bool { return e.state() == metrics.StateReconnecting })
 				waiting = e.acquireAsync(ctx)
 			}
-			waitFor(ctx, t, "the upstream to give up", func() bool { return e.state() == metrics.StateIdle })
+			testutil.WaitFor(ctx, t, "the upstream to give up", func() bool { return e.state() == metrics.StateIdle })
 			if d := time.Since(dropped); d < window {
 				t.Errorf("gave up %v after the drop, before the window of %v", d, window)
 			}
@@ -741,7 +546,7 @@ func TestReconnectWindowEnds(t *testing.T) {
 				if r.err == nil || !strings.Contains(r.err.Error(), errDown.Error()) {
 					t.Errorf("waiting Acquire: %p, %v; want an error saying %q", r.stream, r.err, errDown)
 				}
-				waitFor(ctx, t, "the waiting viewer's hold to go", func() bool { return e.src.Status().Holds == 1 })
+				testutil.WaitFor(ctx, t, "the waiting viewer's hold to go", func() bool { return e.src.Status().Holds == 1 })
 			}
 			if !streamClosed(first.stream) {
 				t.Error("the stream is still open after the window ended")
@@ -767,7 +572,7 @@ func TestReconnectWindowEnds(t *testing.T) {
 			released(ctx, t, e.src) // the first viewer's session ended
 
 			// The next viewer opens a new stream.
-			e.dial.set(e.cam.addr(), nil)
+			e.dial.set(e.cam.Addr(), nil)
 			r := result(ctx, t, e.acquireAsync(ctx))
 			if r.err != nil {
 				t.Fatalf("Acquire after the camera came back: %v", r.err)
@@ -790,8 +595,8 @@ func TestReconnectWindowEnds(t *testing.T) {
 // cut short.
 func TestStaleWindowAfterIdle(t *testing.T) {
 	const window = 300 * time.Millisecond
-	checkGoroutines(t)
-	ctx := testContext(t)
+	testutil.CheckGoroutines(t)
+	ctx := testutil.Context(t, testTimeout)
 	e := newEnv(t, func(s *upstream.Source) {
 		s.ReconnectWindow = window
 		s.Linger = 10 * time.Second // the linger does not clear anything here
@@ -803,7 +608,7 @@ func TestStaleWindowAfterIdle(t *testing.T) {
 	// The reconnect's dial hangs until the viewer has left, then fails.
 	fail := make(chan struct{})
 	entered := make(chan struct{}, 1)
-	e.dial.set(e.cam.addr(), func(ctx context.Context) error {
+	e.dial.set(e.cam.Addr(), func(ctx context.Context) error {
 		select {
 		case entered <- struct{}{}:
 		default:
@@ -816,7 +621,7 @@ func TestStaleWindowAfterIdle(t *testing.T) {
 		}
 	})
 	dropped := time.Now()
-	e.cam.drop()
+	e.cam.Drop()
 	select {
 	case <-entered:
 	case <-ctx.Done():
@@ -824,11 +629,11 @@ func TestStaleWindowAfterIdle(t *testing.T) {
 	}
 	released(ctx, t, e.src)
 	close(fail)
-	waitFor(ctx, t, "idle", func() bool { return e.state() == metrics.StateIdle })
+	testutil.WaitFor(ctx, t, "idle", func() bool { return e.state() == metrics.StateIdle })
 
 	// A new viewer; its opening is slow (held until after the old window).
 	slow := make(chan struct{})
-	e.dial.set(e.cam.addr(), func(ctx context.Context) error {
+	e.dial.set(e.cam.Addr(), func(ctx context.Context) error {
 		select {
 		case <-slow:
 			return nil
@@ -837,7 +642,11 @@ func TestStaleWindowAfterIdle(t *testing.T) {
 		}
 	})
 	ch := e.acquireAsync(ctx)
-	waitFor(ctx, t, "the opening", func() bool { return e.state() == metrics.StateOpening })
+	testutil.WaitFor(ctx, t, "the opening", func() bool { return e.state() == metrics.StateOpening })
+	// Time only bounds from below here: the check below runs no sooner
+	// than twice the old window after the drop, and the opening cannot end
+	// before the test releases its dial (slow), however slow the machine.
+	// A stale window would have failed the opening by then.
 	for time.Since(dropped) < 2*window {
 		time.Sleep(10 * time.Millisecond)
 	}
@@ -869,22 +678,22 @@ func TestOpenFails(t *testing.T) {
 	}{
 		{
 			name:    "dial fails",
-			fail:    func(e *env) { e.dial.set(e.cam.addr(), func(context.Context) error { return errDial }) },
-			fix:     func(e *env) { e.dial.set(e.cam.addr(), nil) },
+			fail:    func(e *env) { e.dial.set(e.cam.Addr(), func(context.Context) error { return errDial }) },
+			fix:     func(e *env) { e.dial.set(e.cam.Addr(), nil) },
 			wantErr: errDial.Error(),
 		},
 		{
 			name:    "camera answers 404",
-			fail:    func(e *env) { e.cam.refuse.Store(true) },
-			fix:     func(e *env) { e.cam.refuse.Store(false) },
+			fail:    func(e *env) { e.cam.Refuse.Store(true) },
+			fix:     func(e *env) { e.cam.Refuse.Store(false) },
 			wantErr: "404",
 		},
 	}
 	const viewers = 3
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			checkGoroutines(t)
-			ctx := testContext(t)
+			testutil.CheckGoroutines(t)
+			ctx := testutil.Context(t, testTimeout)
 			// Long backoffs: a hidden retry would make the viewers wait.
 			e := newEnv(t, func(s *upstream.Source) { s.RetryMin, s.RetryMax = time.Hour, time.Hour })
 			tt.fail(e)
@@ -904,11 +713,11 @@ func TestOpenFails(t *testing.T) {
 			if n := e.dial.dials.Load(); n < 1 || n > viewers {
 				t.Errorf("%d dials for %d viewers, want 1..%d", n, viewers, viewers)
 			}
-			waitFor(ctx, t, "no holds and idle", func() bool {
+			testutil.WaitFor(ctx, t, "no holds and idle", func() bool {
 				st := e.src.Status()
 				return st.Holds == 0 && st.State == metrics.StateIdle
 			})
-			waitFor(ctx, t, "the camera connection to close", func() bool { return e.cam.active() == 0 })
+			testutil.WaitFor(ctx, t, "the camera connection to close", func() bool { return e.cam.Active() == 0 })
 			if st := e.src.Status(); !strings.Contains(st.LastErr, tt.wantErr) {
 				t.Errorf("Status().LastErr = %q, want it to contain %q", st.LastErr, tt.wantErr)
 			}
@@ -927,7 +736,7 @@ func TestOpenFails(t *testing.T) {
 			}
 			e.waitStatus(ctx, t, metrics.StateLive, 1) // failed viewers hold nothing
 			released(ctx, t, e.src)
-			waitFor(ctx, t, "idle after the linger", func() bool { return e.state() == metrics.StateIdle && e.cam.active() == 0 })
+			testutil.WaitFor(ctx, t, "idle after the linger", func() bool { return e.state() == metrics.StateIdle && e.cam.Active() == 0 })
 		})
 	}
 }
@@ -946,7 +755,7 @@ func TestAcquireCanceledWhileOpening(t *testing.T) {
 			name: "during the dial",
 			stall: func(t *testing.T, e *env) <-chan struct{} {
 				hook, _, exited := blockingHook()
-				e.dial.set(e.cam.addr(), hook)
+				e.dial.set(e.cam.Addr(), hook)
 				return exited
 			},
 		},
@@ -980,14 +789,14 @@ func TestAcquireCanceledWhileOpening(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			checkGoroutines(t)
-			ctx := testContext(t)
+			testutil.CheckGoroutines(t)
+			ctx := testutil.Context(t, testTimeout)
 			e := newEnv(t, func(s *upstream.Source) { s.Linger = 100 * time.Millisecond })
 			stopped := tt.stall(t, e)
 
 			actx, cancel := context.WithCancel(ctx)
 			ch := e.acquireAsync(actx)
-			waitFor(ctx, t, "the opening", func() bool {
+			testutil.WaitFor(ctx, t, "the opening", func() bool {
 				return e.dial.dials.Load() == 1 && e.src.Status().Holds == 1 && e.state() == metrics.StateOpening
 			})
 			cancel()
@@ -995,15 +804,15 @@ func TestAcquireCanceledWhileOpening(t *testing.T) {
 			if !errors.Is(r.err, context.Canceled) {
 				t.Fatalf("Acquire = %p, %v; want context.Canceled", r.stream, r.err)
 			}
-			waitFor(ctx, t, "the hold to be given back", func() bool { return e.src.Status().Holds == 0 })
+			testutil.WaitFor(ctx, t, "the hold to be given back", func() bool { return e.src.Status().Holds == 0 })
 			select {
 			case <-stopped:
 			case <-ctx.Done():
 				t.Fatal("the opening attempt was not stopped after the linger")
 			}
-			waitFor(ctx, t, "idle", func() bool { return e.state() == metrics.StateIdle })
+			testutil.WaitFor(ctx, t, "idle", func() bool { return e.state() == metrics.StateIdle })
 
-			e.dial.set(e.cam.addr(), nil)
+			e.dial.set(e.cam.Addr(), nil)
 			r = result(ctx, t, e.acquireAsync(ctx))
 			if r.err != nil {
 				t.Fatalf("Acquire after the canceled one: %v", r.err)
@@ -1016,7 +825,7 @@ func TestAcquireCanceledWhileOpening(t *testing.T) {
 
 // TestClose: Close ends the tunnel and the stream, fails waiting and later
 // Acquires with ErrClosed, does not block Release, and leaves no goroutine
-// behind (checkGoroutines).
+// behind (testutil.CheckGoroutines).
 func TestClose(t *testing.T) {
 	tests := []struct {
 		name string
@@ -1028,13 +837,13 @@ func TestClose(t *testing.T) {
 			name: "opening",
 			setup: func(ctx context.Context, t *testing.T, e *env) []<-chan acquired {
 				hook, _, exited := blockingHook()
-				e.dial.set(e.cam.addr(), hook)
+				e.dial.set(e.cam.Addr(), hook)
 				e.dialExited = exited
 				var chs []<-chan acquired
 				for range 3 {
 					chs = append(chs, e.acquireAsync(ctx))
 				}
-				waitFor(ctx, t, "3 holds", func() bool { return e.src.Status().Holds == 3 })
+				testutil.WaitFor(ctx, t, "3 holds", func() bool { return e.src.Status().Holds == 3 })
 				return chs
 			},
 		},
@@ -1056,23 +865,23 @@ func TestClose(t *testing.T) {
 					t.Fatal(r.err)
 				}
 				hook, entered, _ := blockingHook()
-				e.dial.set(e.cam.addr(), hook)
-				e.cam.drop()
+				e.dial.set(e.cam.Addr(), hook)
+				e.cam.Drop()
 				select {
 				case <-entered:
 				case <-ctx.Done():
 					t.Fatal("no reconnect")
 				}
 				ch := e.acquireAsync(ctx)
-				waitFor(ctx, t, "2 holds", func() bool { return e.src.Status().Holds == 2 })
+				testutil.WaitFor(ctx, t, "2 holds", func() bool { return e.src.Status().Holds == 2 })
 				return []<-chan acquired{ch}
 			},
 		},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			checkGoroutines(t)
-			ctx := testContext(t)
+			testutil.CheckGoroutines(t)
+			ctx := testutil.Context(t, testTimeout)
 			e := newEnv(t, nil)
 			waiting := tt.setup(ctx, t, e)
 
@@ -1110,7 +919,7 @@ func TestClose(t *testing.T) {
 			if st := e.src.Status(); st.State != metrics.StateIdle {
 				t.Errorf("Status().State = %s after Close, want idle", st.State)
 			}
-			waitFor(ctx, t, "the camera connection to close", func() bool { return e.cam.active() == 0 })
+			testutil.WaitFor(ctx, t, "the camera connection to close", func() bool { return e.cam.Active() == 0 })
 		})
 	}
 }
