@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/rtsptunnel/rtsptunnel/modules/rtsptunnel/internal/settings"
+	"github.com/rtsptunnel/rtsptunnel/modules/rtsptunnel/internal/testutil"
 )
 
 // fakeRemoteNet resolves names from a table and records, without sending
@@ -129,7 +130,7 @@ func TestRemoteAddressRules(t *testing.T) {
 		{"public", "public.example.com", []string{"*.example.com"}, dialled, ""},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			ctx := testCtx(t, 20*time.Second)
+			ctx := testutil.Context(t, 20*time.Second)
 			h := newHarness(t, func(s *settings.Settings) { s.AllowedRemoteHosts = tc.allowed })
 			fake := &fakeRemoteNet{names: names}
 			h.m.SetRemoteNet(fake.lookup, fake.dial)

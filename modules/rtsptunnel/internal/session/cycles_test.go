@@ -18,6 +18,7 @@ import (
 	"github.com/coder/websocket"
 
 	"github.com/rtsptunnel/rtsptunnel/modules/rtsptunnel/internal/settings"
+	"github.com/rtsptunnel/rtsptunnel/modules/rtsptunnel/internal/testutil"
 )
 
 // TestManyCycles opens and closes 10,000 tunnels (1,000 with -short), eight
@@ -32,7 +33,7 @@ func TestManyCycles(t *testing.T) {
 	if testing.Short() {
 		cycles = 1000
 	}
-	ctx := testCtx(t, 5*time.Minute)
+	ctx := testutil.Context(t, 5*time.Minute)
 
 	// Camera: reads until the module hangs up.
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
@@ -105,7 +106,7 @@ func TestManyCycles(t *testing.T) {
 		return time.Since(start)
 	}
 	settle := func() (fds, goroutines int) {
-		waitFor(t, ctx, "every tunnel closed", func() bool {
+		testutil.WaitFor(t, ctx, "every tunnel closed", func() bool {
 			return m.Snapshot().Summary.Active == 0 && camActive.Load() == 0 && cloudActive.Load() == 0
 		})
 		cloud.CloseClientConnections() // none expected; keep-alives are off

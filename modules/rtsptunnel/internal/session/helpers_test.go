@@ -1,19 +1,13 @@
 package session
 
 import (
-	"bufio"
-	"bytes"
 	"context"
 	"encoding/json"
-	"encoding/pem"
 	"io"
 	"log"
-	"log/slog"
 	"net"
 	"net/http"
 	"net/http/httptest"
-	"os"
-	"path/filepath"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -26,6 +20,7 @@ import (
 
 	"github.com/rtsptunnel/rtsptunnel/modules/rtsptunnel/internal/metrics"
 	"github.com/rtsptunnel/rtsptunnel/modules/rtsptunnel/internal/settings"
+	"github.com/rtsptunnel/rtsptunnel/modules/rtsptunnel/internal/testutil"
 )
 
 func TestMain(m *testing.M) {
@@ -33,13 +28,6 @@ func TestMain(m *testing.M) {
 }
 
 const testToken = "eyJhbGciOi.SECRET-TOKEN.sig"
-
-func testCtx(t *testing.T, d time.Duration) context.Context {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(t.Context(), d)
-	t.Cleanup(cancel)
-	return ctx
-}
 
 // camera is a TCP listener standing in for an RTSP camera. Accepted
 // connections arrive on conns and are closed at the end of the test.
@@ -141,11 +129,7 @@ func newCloud(t *testing.T) *cloud {
 	}))
 	c.Config.ErrorLog = log.New(io.Discard, "", 0)
 	c.StartTLS()
-	c.caFile = filepath.Join(t.TempDir(), "cloud-ca.pem")
-	pemBytes := pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: c.Certificate().Raw})
-	if err := os.WriteFile(c.caFile, pemBytes, 0o600); err != nil {
-		t.Fatal(err)
-	}
+	c.caFile = testutil.WriteCertFile(t, "cloud-ca.pem", c.Certificate())
 	t.Cleanup(func() {
 		c.closeAll()
 		c.Close()
@@ -193,58 +177,12 @@ func (c *cloud) next(t *testing.T, ctx context.Context) *cloudConn {
 	}
 }
 
-// syncBuffer is a goroutine-safe log sink.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-// lines returns the decoded JSON log lines.
-func (s *syncBuffer) lines(t *testing.T) []map[string]any {
-	t.Helper()
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	var out []map[string]any
-	sc := bufio.NewScanner(bytes.NewReader(s.b.Bytes()))
-	for sc.Scan() {
-		var m map[string]any
-		if err := json.Unmarshal(sc.Bytes(), &m); err != nil {
-			t.Fatalf("log line %q: %v", sc.Text(), err)
-		}
-		out = append(out, m)
-	}
-	return out
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
-// count returns how many log lines have msg (and, if session is set, that session).
-func (s *syncBuffer) count(t *testing.T, msg, session string) int {
-	n := 0
-	for _, l := range s.lines(t) {
-		if l["msg"] == msg && (session == "" || l["session"] == session) {
-			n++
-		}
-	}
-	return n
-}
-
 // harness is a Manager wired to a camera and a cloud.
 type harness struct {
 	m      *Manager
 	camera *camera
 	cloud  *cloud
-	logs   *syncBuffer
+	logs   *testutil.LogBuffer
 	reg    *prometheus.Registry
 }
 
@@ -252,7 +190,7 @@ type harness struct {
 // trusts the test cloud. mutate adjusts the settings before Initialize.
 func newHarness(t *testing.T, mutate func(*settings.Settings)) *harness {
 	t.Helper()
-	h := &harness{camera: newCamera(t), cloud: newCloud(t), logs: &syncBuffer{}, reg: prometheus.NewRegistry()}
+	h := &harness{camera: newCamera(t), cloud: newCloud(t), logs: &testutil.LogBuffer{}, reg: prometheus.NewRegistry()}
 	s := settings.Defaults()
 	s.Targets = settings.Targets{554: h.camera.addr()}
 	s.RemoteCAFile = h.cloud.caFile
@@ -270,7 +208,7 @@ func newHarness(t *testing.T, mutate func(*settings.Settings)) *harness {
 	}
 	h.m = &Manager{
 		Settings: s,
-		Logger:   slog.New(slog.NewJSONHandler(h.logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
+		Logger:   h.logs.Logger(),
 		Metrics:  met,
 		Version:  "test-version",
 	}
@@ -321,18 +259,6 @@ func (h *harness) open(t *testing.T, ctx context.Context, payload []byte) openRe
 		t.Fatalf("body leaks a secret: %s", r.raw)
 	}
 	return r
-}
-
-// waitFor polls cond until it holds or ctx ends.
-func waitFor(t *testing.T, ctx context.Context, what string, cond func() bool) {
-	t.Helper()
-	for !cond() {
-		select {
-		case <-ctx.Done():
-			t.Fatalf("timed out waiting for %s", what)
-		case <-time.After(5 * time.Millisecond):
-		}
-	}
 }
 
 func (h *harness) sessionInfo(id string) (Info, bool) {

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/rtsptunnel/rtsptunnel/modules/rtsptunnel/internal/settings"
+	"github.com/rtsptunnel/rtsptunnel/modules/rtsptunnel/internal/testutil"
 )
 
 // TestMaxSessionsCountsOpening: SECURITY.md "Exhaust the module" —
@@ -16,7 +17,7 @@ import (
 // 429 at once; when the first call has ended (here: its dial failed), the
 // slot is free again.
 func TestMaxSessionsCountsOpening(t *testing.T) {
-	ctx := testCtx(t, 30*time.Second)
+	ctx := testutil.Context(t, 30*time.Second)
 	h := newHarness(t, func(s *settings.Settings) {
 		s.MaxSessions = 1
 		s.Targets[555] = "hanging.camera:554"

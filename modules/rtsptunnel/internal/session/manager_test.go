@@ -14,9 +14,10 @@ import (
 	"time"
 
 	"github.com/coder/websocket"
-	"github.com/prometheus/client_golang/prometheus/testutil"
+	promtestutil "github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/rtsptunnel/rtsptunnel/modules/rtsptunnel/internal/settings"
+	"github.com/rtsptunnel/rtsptunnel/modules/rtsptunnel/internal/testutil"
 )
 
 // TestValidation checks every validation rule with its exact answer, and that
@@ -128,7 +129,7 @@ func TestValidation(t *testing.T) {
 		{"port mapped elsewhere only", withPort(`554`), func(s *settings.Settings) { s.Targets = settings.Targets{5541: "cam2:554"} }, "localPort:554", portNotAvail},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			ctx := testCtx(t, 10*time.Second)
+			ctx := testutil.Context(t, 10*time.Second)
 			h := newHarness(t, tc.mutate)
 			dials := 0
 			h.m.SetDialCamera(func(context.Context, string, string) (net.Conn, error) {
@@ -144,7 +145,7 @@ func TestValidation(t *testing.T) {
 			if dials != 0 {
 				t.Errorf("an invalid call dialled the camera")
 			}
-			if n := h.logs.count(t, "session open failed", ""); n != 1 {
+			if n := h.logs.Count(t, "session open failed"); n != 1 {
 				t.Errorf("%d failure log lines, want 1", n)
 			}
 			if s := h.m.Snapshot().Summary; s.Failed != 1 || s.Opened != 0 || strings.Contains(s.LastError, "SECRET") {
@@ -157,7 +158,7 @@ func TestValidation(t *testing.T) {
 // TestOpenAndCarry opens a tunnel and carries data both ways, checking the
 // answer, the upgrade request, state, logs and metrics.
 func TestOpenAndCarry(t *testing.T) {
-	ctx := testCtx(t, 20*time.Second)
+	ctx := testutil.Context(t, 20*time.Second)
 	h := newHarness(t, nil).start(t)
 	r := h.open(t, ctx, []byte(`{"remoteEndpoint":"`+h.cloud.endpoint("/tunnel/abc")+`","remoteAuthorizationToken":"`+testToken+`","localPort":554,"extra":{"ignored":true}}`))
 	if r.status != 200 || r.body["target"] != h.camera.addr() || len(r.body["sessionId"]) != 36 {
@@ -217,24 +218,24 @@ func TestOpenAndCarry(t *testing.T) {
 	if _, _, err := cc.ws.Read(ctx); websocket.CloseStatus(err) != websocket.StatusNormalClosure {
 		t.Errorf("cloud read %v, want close 1000", err)
 	}
-	waitFor(t, ctx, "session to close", func() bool { i, _ := h.sessionInfo(id); return i.State == StateClosed })
+	testutil.WaitFor(t, ctx, "session to close", func() bool { i, _ := h.sessionInfo(id); return i.State == StateClosed })
 	info, _ = h.sessionInfo(id)
 	if info.CloseReason != "camera_closed" || info.CloseCode != 1000 || info.Closed.IsZero() || info.BytesToRemote != int64(len(resp)) {
 		t.Errorf("closed session info = %+v", info)
 	}
-	if h.logs.count(t, "session opened", id) != 1 || h.logs.count(t, "session closed", id) != 1 {
+	if h.logs.Count(t, "session opened", "session", id) != 1 || h.logs.Count(t, "session closed", "session", id) != 1 {
 		t.Errorf("want one open and one close line:\n%s", h.logs.String())
 	}
-	for _, l := range h.logs.lines(t) {
+	for _, l := range h.logs.Lines(t) {
 		if l["msg"] == "session closed" && (l["outcome"] != "camera_closed" || l["bytes_to_remote"] != float64(len(resp)) || l["camera"] != h.camera.addr()) {
 			t.Errorf("close line = %v", l)
 		}
 	}
-	problems, err := testutil.GatherAndLint(h.reg)
+	problems, err := promtestutil.GatherAndLint(h.reg)
 	if err != nil || len(problems) != 0 {
 		t.Errorf("lint: %v %v", problems, err)
 	}
-	if n, _ := testutil.GatherAndCount(h.reg, "rtsptunnel_method_calls_total"); n != 1 {
+	if n, _ := promtestutil.GatherAndCount(h.reg, "rtsptunnel_method_calls_total"); n != 1 {
 		t.Errorf("method call series = %d", n)
 	}
 }
@@ -298,7 +299,7 @@ func TestOpenFailures(t *testing.T) {
 		},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			ctx := testCtx(t, 20*time.Second)
+			ctx := testutil.Context(t, 20*time.Second)
 			h := newHarness(t, tc.mutate).start(t)
 			h.cloud.refuse.Store(int32(tc.refuse))
 			endpoint := h.cloud.endpoint("/t")
@@ -310,7 +311,7 @@ func TestOpenFailures(t *testing.T) {
 			if r.status != tc.status || fmt.Sprint(r.body) != fmt.Sprint(want) {
 				t.Errorf("got %d %s, want %d %v", r.status, r.raw, tc.status, want)
 			}
-			if n := h.logs.count(t, "session open failed", ""); n != 1 {
+			if n := h.logs.Count(t, "session open failed"); n != 1 {
 				t.Errorf("%d failure lines", n)
 			}
 			snap := h.m.Snapshot()
@@ -347,7 +348,7 @@ func TestOpenFailures(t *testing.T) {
 
 // TestLimit: at maxSessions a call gets 429 and the open tunnels carry on.
 func TestLimit(t *testing.T) {
-	ctx := testCtx(t, 20*time.Second)
+	ctx := testutil.Context(t, 20*time.Second)
 	h := newHarness(t, func(s *settings.Settings) { s.MaxSessions = 2 }).start(t)
 	var cams []net.Conn
 	var clouds []*cloudConn
@@ -374,7 +375,7 @@ func TestLimit(t *testing.T) {
 	if code := <-closed; code != websocket.StatusNormalClosure {
 		t.Errorf("camera EOF reached the cloud as %d", code)
 	}
-	waitFor(t, ctx, "a free slot", func() bool { return h.m.Snapshot().Summary.Active == 1 })
+	testutil.WaitFor(t, ctx, "a free slot", func() bool { return h.m.Snapshot().Summary.Active == 1 })
 	if r := h.open(t, ctx, h.payload(h.cloud.endpoint("/t"), 554)); r.status != 200 {
 		t.Errorf("open after a tunnel closed: %d %s", r.status, r.raw)
 	}
@@ -383,7 +384,7 @@ func TestLimit(t *testing.T) {
 // TestConcurrentOpens: 20 calls at once while one camera dial hangs are all
 // answered promptly; the hanging one answers when its dial times out.
 func TestConcurrentOpens(t *testing.T) {
-	ctx := testCtx(t, 30*time.Second)
+	ctx := testutil.Context(t, 30*time.Second)
 	h := newHarness(t, func(s *settings.Settings) {
 		s.Targets[555] = "hanging.camera:554"
 		s.DialTimeout = 2 * time.Second
@@ -448,7 +449,7 @@ func TestOpenTimeoutBoundsAnswer(t *testing.T) {
 	// 90 s: the call's own context must outlast the 60 s handshake timeout,
 	// or a call that ignored openTimeout would end with the context, near
 	// the 20 s bound below, instead of 60 s.
-	ctx := testCtx(t, 90*time.Second)
+	ctx := testutil.Context(t, 90*time.Second)
 	silent, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -481,7 +482,7 @@ func TestOpenTimeoutBoundsAnswer(t *testing.T) {
 // TestFailingSessionIsolated: one tunnel failing (its cloud sends garbage, its
 // camera resets) does not disturb another.
 func TestFailingSessionIsolated(t *testing.T) {
-	ctx := testCtx(t, 20*time.Second)
+	ctx := testutil.Context(t, 20*time.Second)
 	h := newHarness(t, nil).start(t)
 	open := func() (string, net.Conn, *cloudConn) {
 		r := h.open(t, ctx, h.payload(h.cloud.endpoint("/t"), 554))
@@ -497,7 +498,7 @@ func TestFailingSessionIsolated(t *testing.T) {
 	if code := <-badCloud.drain(ctx); code != websocket.StatusUnsupportedData {
 		t.Errorf("bad cloud saw close %d, want 1003", code)
 	}
-	waitFor(t, ctx, "the bad session to close", func() bool { i, _ := h.sessionInfo(badID); return i.State == StateClosed })
+	testutil.WaitFor(t, ctx, "the bad session to close", func() bool { i, _ := h.sessionInfo(badID); return i.State == StateClosed })
 	if i, _ := h.sessionInfo(badID); i.CloseReason != "remote_error" || i.CloseCode != 1003 || i.LastError == "" {
 		t.Errorf("bad session = %+v", i)
 	}
@@ -516,7 +517,7 @@ func TestFailingSessionIsolated(t *testing.T) {
 	if s := h.m.Snapshot().Summary; !strings.Contains(s.LastError, badID) {
 		t.Errorf("summary last error = %q", s.LastError)
 	}
-	if h.logs.count(t, "session closed", badID) != 1 || h.logs.count(t, "session closed", goodID) != 0 {
+	if h.logs.Count(t, "session closed", "session", badID) != 1 || h.logs.Count(t, "session closed", "session", goodID) != 0 {
 		t.Errorf("close lines:\n%s", h.logs.String())
 	}
 }
@@ -524,7 +525,7 @@ func TestFailingSessionIsolated(t *testing.T) {
 // TestShutdown: open tunnels close with 1001, later calls get 503, and the
 // closed sessions stay in the snapshot.
 func TestShutdown(t *testing.T) {
-	ctx := testCtx(t, 90*time.Second)
+	ctx := testutil.Context(t, 90*time.Second)
 	h := newHarness(t, nil)
 	if err := h.m.Initialize(); err != nil {
 		t.Fatal(err)
@@ -579,7 +580,7 @@ func TestShutdown(t *testing.T) {
 // TestSettingsPerSession: a running tunnel keeps the settings it opened with;
 // later calls use the new ones.
 func TestSettingsPerSession(t *testing.T) {
-	ctx := testCtx(t, 20*time.Second)
+	ctx := testutil.Context(t, 20*time.Second)
 	h := newHarness(t, func(s *settings.Settings) { s.IdleTimeout = 300 * time.Millisecond }).start(t)
 	r1 := h.open(t, ctx, h.payload(h.cloud.endpoint("/a"), 554))
 	h.camera.next(t, ctx)
@@ -597,7 +598,7 @@ func TestSettingsPerSession(t *testing.T) {
 	}
 	h.camera.next(t, ctx)
 	h.cloud.next(t, ctx)
-	waitFor(t, ctx, "the first tunnel to idle out", func() bool { i, _ := h.sessionInfo(r1.body["sessionId"]); return i.State == StateClosed })
+	testutil.WaitFor(t, ctx, "the first tunnel to idle out", func() bool { i, _ := h.sessionInfo(r1.body["sessionId"]); return i.State == StateClosed })
 	if i, _ := h.sessionInfo(r1.body["sessionId"]); i.CloseReason != "idle" {
 		t.Errorf("first session = %+v", i)
 	}
@@ -618,7 +619,7 @@ func TestSettingsPerSession(t *testing.T) {
 // TestRetentionAndChanged: closed sessions leave the snapshot after
 // retention, and Changed fires for opens, closes and expiry.
 func TestRetentionAndChanged(t *testing.T) {
-	ctx := testCtx(t, 20*time.Second)
+	ctx := testutil.Context(t, 20*time.Second)
 	h := newHarness(t, func(s *settings.Settings) { s.SessionRetention = 300 * time.Millisecond }).start(t)
 	drain := func() {
 		select {
@@ -642,10 +643,10 @@ func TestRetentionAndChanged(t *testing.T) {
 	drain()
 	cam.Close()
 	awaitChange("close")
-	waitFor(t, ctx, "closed state", func() bool { i, _ := h.sessionInfo(r.body["sessionId"]); return i.State == StateClosed })
+	testutil.WaitFor(t, ctx, "closed state", func() bool { i, _ := h.sessionInfo(r.body["sessionId"]); return i.State == StateClosed })
 	drain()
 	awaitChange("expiry")
-	waitFor(t, ctx, "expiry", func() bool { _, ok := h.sessionInfo(r.body["sessionId"]); return !ok })
+	testutil.WaitFor(t, ctx, "expiry", func() bool { _, ok := h.sessionInfo(r.body["sessionId"]); return !ok })
 }
 
 // FuzzTunnelOpen feeds arbitrary payloads: every answer is a well-formed AVA
