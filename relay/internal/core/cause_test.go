@@ -7,7 +7,9 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/prometheus/client_golang/prometheus/testutil"
+	promtest "github.com/prometheus/client_golang/prometheus/testutil"
+
+	"github.com/rtsptunnel/rtsptunnel/relay/internal/testutil"
 )
 
 // TestModuleCause: the module's error answers map to a bounded cause label;
@@ -62,20 +64,20 @@ func TestModuleCause(t *testing.T) {
 // CONNECT answers 502 with the cause; the relay logs it on the session's
 // line and counts it in relay_module_open_failures_total (issue 14 item 9).
 func TestModuleCauseLoggedAndCounted(t *testing.T) {
-	ctx := testCtx(t)
+	ctx := testutil.Context(t, testTimeout)
 	const msg = "Could not open the websocket to remoteEndpoint: the proxy refused CONNECT: 407 Proxy Authentication Required (check the credentials in HTTPS_PROXY)"
 	h := newHarness(t, func(context.Context, string, OpenRequest) (OpenResult, error) {
 		b, _ := json.Marshal(map[string]string{"code": "502", "target": "wss://relay.example.com/tunnels/x", "message": msg})
 		return OpenResult{502, b}, nil
 	}, nil)
-	if n := testutil.CollectAndCount(h.srv.Metrics.ModuleOpenFailures); n != len(Causes) {
+	if n := promtest.CollectAndCount(h.srv.Metrics.ModuleOpenFailures); n != len(Causes) {
 		t.Fatalf("%d series before any failure, want %d (one per cause)", n, len(Causes))
 	}
 	player, done := h.play(ctx, "cam1")
 	go player.Write([]byte(options))
 	readAll(ctx, player)
-	wait(t, ctx, done, "HandlePlayer")
-	closed := h.logs.lines("session closed")
+	testutil.Wait(ctx, t, done, "HandlePlayer")
+	closed := h.logs.Records("session closed")
 	if len(closed) != 1 {
 		t.Fatalf("%d session closed lines:\n%s", len(closed), h.logs)
 	}
@@ -87,7 +89,7 @@ func TestModuleCauseLoggedAndCounted(t *testing.T) {
 		if c == CauseProxyAuth {
 			want = 1
 		}
-		if got := testutil.ToFloat64(h.srv.Metrics.ModuleOpenFailures.WithLabelValues(c)); got != want {
+		if got := promtest.ToFloat64(h.srv.Metrics.ModuleOpenFailures.WithLabelValues(c)); got != want {
 			t.Errorf("relay_module_open_failures_total{cause=%q} = %v, want %v", c, got, want)
 		}
 	}

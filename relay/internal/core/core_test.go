@@ -1,7 +1,6 @@
 package core
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -19,48 +18,17 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/testutil"
+	promtest "github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/rtsptunnel/rtsptunnel/relay/internal/metrics"
+	"github.com/rtsptunnel/rtsptunnel/relay/internal/testutil"
 	"github.com/rtsptunnel/rtsptunnel/relay/internal/token"
 )
-
-// syncBuffer is a goroutine-safe log sink.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-// lines returns the decoded log records whose msg is msg.
-func (s *syncBuffer) lines(msg string) []map[string]any {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	var out []map[string]any
-	for l := range strings.SplitSeq(s.b.String(), "\n") {
-		var m map[string]any
-		if json.Unmarshal([]byte(l), &m) == nil && m["msg"] == msg {
-			out = append(out, m)
-		}
-	}
-	return out
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
 
 type harness struct {
 	t       *testing.T
 	srv     *Server
-	logs    *syncBuffer
+	logs    *testutil.LogBuffer
 	reg     *prometheus.Registry
 	tokens  sync.Map // session id → token, as seen by the fake module
 	modules sync.WaitGroup
@@ -70,14 +38,14 @@ type harness struct {
 // returned harness if nil).
 func newHarness(t *testing.T, open OpenerFunc, tweak func(*Server)) *harness {
 	t.Helper()
-	h := &harness{t: t, logs: &syncBuffer{}, reg: prometheus.NewRegistry()}
+	h := &harness{t: t, logs: &testutil.LogBuffer{}, reg: prometheus.NewRegistry()}
 	m, err := metrics.New(h.reg)
 	if err != nil {
 		t.Fatal(err)
 	}
 	base, _ := url.Parse("wss://relay.test:8443/prefix")
 	h.srv = &Server{
-		Logger:      slog.New(slog.NewJSONHandler(h.logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
+		Logger:      h.logs.Logger(slog.LevelDebug),
 		Metrics:     m,
 		BaseURL:     base,
 		SessionWait: 2 * time.Second,
@@ -175,20 +143,8 @@ func (h *harness) play(ctx context.Context, camera string) (net.Conn, <-chan str
 	return playerSide, done
 }
 
-func testCtx(t *testing.T) context.Context {
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	t.Cleanup(cancel)
-	return ctx
-}
-
-func wait(t *testing.T, ctx context.Context, done <-chan struct{}, what string) {
-	t.Helper()
-	select {
-	case <-done:
-	case <-ctx.Done():
-		t.Fatalf("timed out waiting for %s", what)
-	}
-}
+// testTimeout is every test's deadline.
+const testTimeout = 10 * time.Second
 
 // readAll reads from c until EOF or ctx ends.
 func readAll(ctx context.Context, c net.Conn) ([]byte, error) {
@@ -201,7 +157,7 @@ func readAll(ctx context.Context, c net.Conn) ([]byte, error) {
 const options = "OPTIONS rtsp://127.0.0.1:8554/stream1 RTSP/1.0\r\nCSeq: 1\r\nUser-Agent: test\r\n\r\n"
 
 func TestSpliceEcho(t *testing.T) {
-	ctx := testCtx(t)
+	ctx := testutil.Context(t, testTimeout)
 	var h *harness
 	h = newHarness(t, func(ctx context.Context, c string, r OpenRequest) (OpenResult, error) {
 		return h.okModule(echo)(ctx, c, r)
@@ -214,7 +170,10 @@ func TestSpliceEcho(t *testing.T) {
 	for _, m := range msgs {
 		go player.Write([]byte(m))
 		got := make([]byte, len(m))
-		player.SetReadDeadline(time.Now().Add(5 * time.Second))
+		// The test's deadline, not a few seconds: a lost message blocks
+		// for ever, a loaded machine only for a while.
+		deadline, _ := ctx.Deadline()
+		player.SetReadDeadline(deadline)
 		if _, err := io.ReadFull(player, got); err != nil {
 			t.Fatalf("reading echo: %v", err)
 		}
@@ -223,9 +182,9 @@ func TestSpliceEcho(t *testing.T) {
 		}
 	}
 	player.Close()
-	wait(t, ctx, done, "HandlePlayer")
+	testutil.Wait(ctx, t, done, "HandlePlayer")
 
-	closed := h.logs.lines("session closed")
+	closed := h.logs.Records("session closed")
 	if len(closed) != 1 {
 		t.Fatalf("%d session closed lines, want 1:\n%s", len(closed), h.logs)
 	}
@@ -234,22 +193,22 @@ func TestSpliceEcho(t *testing.T) {
 	if c["outcome"] != "ok" || c["camera"] != "cam1" || c["bytes_to_camera"] != total || c["bytes_to_player"] != total {
 		t.Fatalf("closed line %v", c)
 	}
-	if len(h.logs.lines("session opened")) != 1 {
+	if len(h.logs.Records("session opened")) != 1 {
 		t.Fatalf("want one session opened line:\n%s", h.logs)
 	}
-	if got := testutil.ToFloat64(h.srv.Metrics.SessionsTotal.WithLabelValues("cam1", "ok")); got != 1 {
+	if got := promtest.ToFloat64(h.srv.Metrics.SessionsTotal.WithLabelValues("cam1", "ok")); got != 1 {
 		t.Fatalf("relay_sessions_total{ok} = %v", got)
 	}
-	if got := testutil.ToFloat64(h.srv.Metrics.PlayerBytes.WithLabelValues("cam1")); got != total {
+	if got := promtest.ToFloat64(h.srv.Metrics.PlayerBytes.WithLabelValues("cam1")); got != total {
 		t.Fatalf("relay_player_bytes_total = %v, want %v", got, total)
 	}
-	if got := testutil.ToFloat64(h.srv.Metrics.EdgeBytes.WithLabelValues("cam1", "from_camera")); got != total {
+	if got := promtest.ToFloat64(h.srv.Metrics.EdgeBytes.WithLabelValues("cam1", "from_camera")); got != total {
 		t.Fatalf("relay_edge_bytes_total{from_camera} = %v, want %v", got, total)
 	}
-	if got := testutil.ToFloat64(h.srv.Metrics.SessionsActive); got != 0 {
+	if got := promtest.ToFloat64(h.srv.Metrics.SessionsActive); got != 0 {
 		t.Fatalf("relay_sessions_active = %v after the session", got)
 	}
-	if n := testutil.CollectAndCount(h.srv.Metrics.OpenDuration); n != 1 {
+	if n := promtest.CollectAndCount(h.srv.Metrics.OpenDuration); n != 1 {
 		t.Fatalf("open duration series %d", n)
 	}
 	if h.srv.Active() != 0 || h.srv.tokens.Len() != 0 {
@@ -258,7 +217,7 @@ func TestSpliceEcho(t *testing.T) {
 }
 
 func TestCameraEOFClosesPlayer(t *testing.T) {
-	ctx := testCtx(t)
+	ctx := testutil.Context(t, testTimeout)
 	var h *harness
 	h = newHarness(t, func(ctx context.Context, c string, r OpenRequest) (OpenResult, error) {
 		return h.okModule(func(c net.Conn) { c.Write([]byte("RTSP/1.0 200 OK\r\nCSeq: 1\r\n\r\n")) })(ctx, c, r)
@@ -268,8 +227,8 @@ func TestCameraEOFClosesPlayer(t *testing.T) {
 	if err != nil || string(got) != "RTSP/1.0 200 OK\r\nCSeq: 1\r\n\r\n" {
 		t.Fatalf("player read %q, %v; want the camera's bytes then EOF", got, err)
 	}
-	wait(t, ctx, done, "HandlePlayer")
-	if c := h.logs.lines("session closed"); len(c) != 1 || c[0]["reason"] != "module closed the tunnel" {
+	testutil.Wait(ctx, t, done, "HandlePlayer")
+	if c := h.logs.Records("session closed"); len(c) != 1 || c[0]["reason"] != "module closed the tunnel" {
 		t.Fatalf("closed lines %v", c)
 	}
 }
@@ -290,7 +249,9 @@ func TestOpenFailures(t *testing.T) {
 		outcome     string
 		status      float64 // method_status in the log, 0 for none
 		logContains string
-		maxTime     time.Duration
+		// bounded: the session must end within SessionWait (300 ms), not at
+		// the test's deadline; see openFailuresBound.
+		bounded bool
 	}{
 		{
 			name: "module refuses",
@@ -314,7 +275,7 @@ func TestOpenFailures(t *testing.T) {
 				return OpenResult{200, json.RawMessage(`{"sessionId":"x"}`)}, nil
 			},
 			send: options, want503: true, outcome: metrics.OutcomeTimeout, status: 200,
-			maxTime: 2 * time.Second,
+			bounded: true,
 		},
 		{
 			name: "method hangs",
@@ -323,7 +284,7 @@ func TestOpenFailures(t *testing.T) {
 				return OpenResult{}, ctx.Err()
 			},
 			send: options, want503: true, outcome: metrics.OutcomeTimeout,
-			maxTime: 2 * time.Second,
+			bounded: true,
 		},
 		{
 			name: "no request, no reply",
@@ -342,7 +303,12 @@ func TestOpenFailures(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			ctx := testCtx(t)
+			// A session that ignored SessionWait would end only when ctx
+			// does (the player reads until ctx's deadline): a minute, three
+			// times the bound, so the bound catches it; the 300 ms path is
+			// sixty times shorter than the bound, which no load reaches.
+			const openFailuresBound = 20 * time.Second
+			ctx := testutil.Context(t, time.Minute)
 			h := newHarness(t, tt.open, func(s *Server) { s.SessionWait = 300 * time.Millisecond })
 			start := time.Now()
 			player, done := h.play(ctx, "cam1")
@@ -350,9 +316,9 @@ func TestOpenFailures(t *testing.T) {
 				go player.Write([]byte(tt.send))
 			}
 			got, _ := readAll(ctx, player)
-			wait(t, ctx, done, "HandlePlayer")
-			if tt.maxTime > 0 && time.Since(start) > tt.maxTime {
-				t.Errorf("session took %v, want at most %v", time.Since(start), tt.maxTime)
+			testutil.Wait(ctx, t, done, "HandlePlayer")
+			if tt.bounded && time.Since(start) > openFailuresBound {
+				t.Errorf("session took %v, want about SessionWait (300 ms), at most %v", time.Since(start), openFailuresBound)
 			}
 			if want := "RTSP/1.0 503 Service Unavailable\r\nCSeq: 1\r\n"; tt.want503 != strings.HasPrefix(string(got), want) {
 				t.Errorf("player got %q; want 503 reply: %v", got, tt.want503)
@@ -360,7 +326,7 @@ func TestOpenFailures(t *testing.T) {
 			if !tt.want503 && len(got) != 0 {
 				t.Errorf("player got %q, want nothing", got)
 			}
-			closed := h.logs.lines("session closed")
+			closed := h.logs.Records("session closed")
 			if len(closed) != 1 {
 				t.Fatalf("%d session closed lines:\n%s", len(closed), h.logs)
 			}
@@ -375,7 +341,7 @@ func TestOpenFailures(t *testing.T) {
 			if !strings.Contains(string(line), tt.logContains) {
 				t.Errorf("log line %s lacks %q", line, tt.logContains)
 			}
-			if got := testutil.ToFloat64(h.srv.Metrics.SessionsTotal.WithLabelValues("cam1", tt.outcome)); got != 1 {
+			if got := promtest.ToFloat64(h.srv.Metrics.SessionsTotal.WithLabelValues("cam1", tt.outcome)); got != 1 {
 				t.Errorf("relay_sessions_total{%s} = %v", tt.outcome, got)
 			}
 			if h.srv.Active() != 0 || h.srv.tokens.Len() != 0 {
@@ -386,7 +352,7 @@ func TestOpenFailures(t *testing.T) {
 }
 
 func TestPlayerGone(t *testing.T) {
-	ctx := testCtx(t)
+	ctx := testutil.Context(t, testTimeout)
 	methodCanceled := make(chan struct{})
 	h := newHarness(t, func(ctx context.Context, _ string, _ OpenRequest) (OpenResult, error) {
 		<-ctx.Done()
@@ -395,15 +361,15 @@ func TestPlayerGone(t *testing.T) {
 	}, nil)
 	player, done := h.play(ctx, "cam1")
 	player.Close()
-	wait(t, ctx, done, "HandlePlayer")
-	wait(t, ctx, methodCanceled, "the method call to be canceled")
-	if c := h.logs.lines("session closed"); len(c) != 1 || c[0]["outcome"] != metrics.OutcomePlayerGone {
+	testutil.Wait(ctx, t, done, "HandlePlayer")
+	testutil.Wait(ctx, t, methodCanceled, "the method call to be canceled")
+	if c := h.logs.Records("session closed"); len(c) != 1 || c[0]["outcome"] != metrics.OutcomePlayerGone {
 		t.Fatalf("closed lines %v", c)
 	}
 }
 
 func TestTokenChecks(t *testing.T) {
-	ctx := testCtx(t)
+	ctx := testutil.Context(t, testTimeout)
 	type attempt struct {
 		tok  func(real string) string
 		want error // nil: attached
@@ -444,7 +410,7 @@ func TestTokenChecks(t *testing.T) {
 				}
 			}
 			player.Close()
-			wait(t, ctx, done, "HandlePlayer")
+			testutil.Wait(ctx, t, done, "HandlePlayer")
 		})
 	}
 
@@ -464,7 +430,7 @@ func TestTokenChecks(t *testing.T) {
 		buf := make([]byte, len(options))
 		io.ReadFull(player, buf)
 		player.Close()
-		wait(t, ctx, done, "HandlePlayer")
+		testutil.Wait(ctx, t, done, "HandlePlayer")
 		if err := h.srv.AcceptModule(last.SessionID, last.Token, upgrade); !errors.Is(err, token.ErrUnknown) {
 			t.Fatalf("token after the session ended: %v", err)
 		}
@@ -472,7 +438,7 @@ func TestTokenChecks(t *testing.T) {
 }
 
 func TestExpiredToken(t *testing.T) {
-	ctx := testCtx(t)
+	ctx := testutil.Context(t, testTimeout)
 	var h *harness
 	got := make(chan error, 1)
 	h = newHarness(t, func(ctx context.Context, _ string, req OpenRequest) (OpenResult, error) {
@@ -484,11 +450,11 @@ func TestExpiredToken(t *testing.T) {
 	if err := <-got; !errors.Is(err, token.ErrExpired) {
 		t.Fatalf("late module: %v, want ErrExpired", err)
 	}
-	wait(t, ctx, done, "HandlePlayer")
+	testutil.Wait(ctx, t, done, "HandlePlayer")
 }
 
 func TestUpgradeFailure(t *testing.T) {
-	ctx := testCtx(t)
+	ctx := testutil.Context(t, testTimeout)
 	var h *harness
 	h = newHarness(t, func(ctx context.Context, _ string, req OpenRequest) (OpenResult, error) {
 		err := h.srv.AcceptModule(req.SessionID, req.Token, func() (net.Conn, error) { return nil, errors.New("bad handshake") })
@@ -498,14 +464,14 @@ func TestUpgradeFailure(t *testing.T) {
 		return OpenResult{Status: 400}, nil
 	}, nil)
 	_, done := h.play(ctx, "cam1")
-	wait(t, ctx, done, "HandlePlayer")
-	if c := h.logs.lines("session closed"); len(c) != 1 || c[0]["outcome"] != metrics.OutcomeError {
+	testutil.Wait(ctx, t, done, "HandlePlayer")
+	if c := h.logs.Records("session closed"); len(c) != 1 || c[0]["outcome"] != metrics.OutcomeError {
 		t.Fatalf("closed lines %v", c)
 	}
 }
 
 func TestMaxSessionsPerCamera(t *testing.T) {
-	ctx := testCtx(t)
+	ctx := testutil.Context(t, testTimeout)
 	release := make(chan struct{})
 	h := newHarness(t, func(ctx context.Context, _ string, _ OpenRequest) (OpenResult, error) {
 		select {
@@ -515,27 +481,23 @@ func TestMaxSessionsPerCamera(t *testing.T) {
 		return OpenResult{Status: 504}, nil
 	}, func(s *Server) { s.MaxSessionsPerCamera = 1 })
 	first, firstDone := h.play(ctx, "cam1")
-	for h.srv.Active() != 1 { // the first session registers
-		time.Sleep(time.Millisecond)
-	}
+	testutil.WaitFor(ctx, t, "the first session to register", func() bool { return h.srv.Active() == 1 })
 	second, secondDone := h.play(ctx, "cam1")
 	go second.Write([]byte(options))
 	got, _ := readAll(ctx, second)
-	wait(t, ctx, secondDone, "the rejected session")
+	testutil.Wait(ctx, t, secondDone, "the rejected session")
 	if !strings.HasPrefix(string(got), "RTSP/1.0 503") {
 		t.Fatalf("rejected player got %q", got)
 	}
 	// Other cameras are not limited by cam1's sessions.
 	third, thirdDone := h.play(ctx, "cam2")
-	for h.srv.Active() != 2 {
-		time.Sleep(time.Millisecond)
-	}
+	testutil.WaitFor(ctx, t, "two sessions", func() bool { return h.srv.Active() == 2 })
 	close(release)
 	readAll(ctx, first)
 	readAll(ctx, third)
-	wait(t, ctx, firstDone, "first session")
-	wait(t, ctx, thirdDone, "third session")
-	if got := testutil.ToFloat64(h.srv.Metrics.SessionsTotal.WithLabelValues("cam1", metrics.OutcomeRejected)); got != 1 {
+	testutil.Wait(ctx, t, firstDone, "first session")
+	testutil.Wait(ctx, t, thirdDone, "third session")
+	if got := promtest.ToFloat64(h.srv.Metrics.SessionsTotal.WithLabelValues("cam1", metrics.OutcomeRejected)); got != 1 {
 		t.Fatalf("rejected = %v", got)
 	}
 }
@@ -549,7 +511,7 @@ type goingAwayConn struct {
 func (c *goingAwayConn) CloseGoingAway() error { c.goingAway.Store(true); return c.Conn.Close() }
 
 func TestCloseEndsSessions(t *testing.T) {
-	ctx := testCtx(t)
+	ctx := testutil.Context(t, testTimeout)
 	var h *harness
 	spliced := &goingAwayConn{}
 	h = newHarness(t, func(ctx context.Context, camera string, req OpenRequest) (OpenResult, error) {
@@ -580,19 +542,17 @@ func TestCloseEndsSessions(t *testing.T) {
 		t.Fatal(err)
 	}
 	_, done2 := h.play(ctx, "waiting")
-	for h.srv.Active() != 2 {
-		time.Sleep(time.Millisecond)
-	}
+	testutil.WaitFor(ctx, t, "two sessions", func() bool { return h.srv.Active() == 2 })
 	closed := make(chan struct{})
 	go func() { h.srv.Close(); close(closed) }()
-	wait(t, ctx, closed, "Close")
-	wait(t, ctx, done1, "spliced session")
-	wait(t, ctx, done2, "waiting session")
+	testutil.Wait(ctx, t, closed, "Close")
+	testutil.Wait(ctx, t, done1, "spliced session")
+	testutil.Wait(ctx, t, done2, "waiting session")
 	if !spliced.goingAway.Load() {
 		t.Error("the spliced module conn was not closed as going away")
 	}
 	outcomes := map[string]string{}
-	for _, c := range h.logs.lines("session closed") {
+	for _, c := range h.logs.Records("session closed") {
 		outcomes[c["camera"].(string)] = c["outcome"].(string)
 	}
 	if outcomes["spliced"] != metrics.OutcomeOK || outcomes["waiting"] != metrics.OutcomeShutdown {
@@ -600,7 +560,7 @@ func TestCloseEndsSessions(t *testing.T) {
 	}
 	// After Close, new players are refused at once.
 	p3, done3 := h.play(ctx, "late")
-	wait(t, ctx, done3, "late session")
+	testutil.Wait(ctx, t, done3, "late session")
 	if _, err := p3.Read(make([]byte, 1)); err == nil {
 		t.Fatal("late player not closed")
 	}
@@ -609,7 +569,7 @@ func TestCloseEndsSessions(t *testing.T) {
 // TestFrozenPlayerDoesNotStallOthers: one player stops reading while its
 // camera keeps sending; another session must still flow.
 func TestFrozenPlayerDoesNotStallOthers(t *testing.T) {
-	ctx := testCtx(t)
+	ctx := testutil.Context(t, testTimeout)
 	var h *harness
 	flooding := make(chan struct{})
 	var floodOnce sync.Once
@@ -629,22 +589,25 @@ func TestFrozenPlayerDoesNotStallOthers(t *testing.T) {
 		return h.okModule(cam)(ctx, camera, req)
 	}, nil)
 	frozen, frozenDone := h.play(ctx, "frozen")
-	wait(t, ctx, flooding, "the flood")
+	testutil.Wait(ctx, t, flooding, "the flood")
 	// The frozen player reads nothing.
 	live, liveDone := h.play(ctx, "live")
 	for i := range 20 {
 		m := fmt.Sprintf("message %d", i)
 		go live.Write([]byte(m))
 		got := make([]byte, len(m))
-		live.SetReadDeadline(time.Now().Add(2 * time.Second))
+		// A stalled session blocks for ever; the test's deadline tells it
+		// from a slow machine, which a 2 s bound did not.
+		deadline, _ := ctx.Deadline()
+		live.SetReadDeadline(deadline)
 		if _, err := io.ReadFull(live, got); err != nil || string(got) != m {
 			t.Fatalf("live session stalled: %q, %v", got, err)
 		}
 	}
 	live.Close()
 	frozen.Close()
-	wait(t, ctx, liveDone, "live session")
-	wait(t, ctx, frozenDone, "frozen session")
+	testutil.Wait(ctx, t, liveDone, "live session")
+	testutil.Wait(ctx, t, frozenDone, "frozen session")
 }
 
 func TestServiceUnavailable(t *testing.T) {
@@ -675,7 +638,7 @@ func TestInitializeChecksFields(t *testing.T) {
 // TestIdleTimeout: a passthrough session whose camera sends nothing ends
 // after IdleTimeout; one that keeps sending does not.
 func TestIdleTimeout(t *testing.T) {
-	ctx := testCtx(t)
+	ctx := testutil.Context(t, testTimeout)
 	var h *harness
 	h = newHarness(t, func(ctx context.Context, camera string, r OpenRequest) (OpenResult, error) {
 		cam := func(c net.Conn) { io.Copy(io.Discard, c) } // silent camera
@@ -690,26 +653,27 @@ func TestIdleTimeout(t *testing.T) {
 			}
 		}
 		return h.okModule(cam)(ctx, camera, r)
-	}, func(s *Server) { s.IdleTimeout = time.Second })
+	}, func(s *Server) { s.IdleTimeout = 3 * time.Second })
 	_, silentDone := h.play(ctx, "silent")
 	talking, talkingDone := h.play(ctx, "talking")
 	go io.Copy(io.Discard, talking)
-	wait(t, ctx, silentDone, "the silent session to end")
+	testutil.Wait(ctx, t, silentDone, "the silent session to end")
 	// The silent session ending took at least the idle timeout; the talking
 	// one, sending every 20 ms, must still be there (the order of outcomes,
-	// not a time, decides).
+	// not a time, decides). 3 s is far beyond any gap a loaded machine puts
+	// between the talking camera's writes.
 	select {
 	case <-talkingDone:
 		t.Fatal("the talking session ended too")
 	default:
 	}
 	talking.Close()
-	wait(t, ctx, talkingDone, "the talking session")
+	testutil.Wait(ctx, t, talkingDone, "the talking session")
 	var reasons []string
-	for _, c := range h.logs.lines("session closed") {
+	for _, c := range h.logs.Records("session closed") {
 		reasons = append(reasons, fmt.Sprint(c["camera"], ": ", c["reason"]))
 	}
-	if !slices.Contains(reasons, "silent: nothing from the camera for 1s (idleTimeout)") {
+	if !slices.Contains(reasons, "silent: nothing from the camera for 3s (idleTimeout)") {
 		t.Fatalf("reasons %q", reasons)
 	}
 }

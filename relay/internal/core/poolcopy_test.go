@@ -7,29 +7,9 @@ import (
 	"math/rand/v2"
 	"net"
 	"testing"
-)
 
-// tcpPair returns both ends of a loopback TCP connection.
-func tcpPair(t *testing.T) (a, b net.Conn) {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	accepted := make(chan net.Conn, 1)
-	go func() { c, _ := ln.Accept(); accepted <- c }()
-	a, err = net.Dial("tcp", ln.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	b = <-accepted
-	if b == nil {
-		t.Fatal("accept failed")
-	}
-	t.Cleanup(func() { a.Close(); b.Close() })
-	return a, b
-}
+	"github.com/rtsptunnel/rtsptunnel/relay/internal/testutil"
+)
 
 // errWriter fails every write.
 type errWriter struct{}
@@ -43,8 +23,8 @@ func TestCopyFromPlayer(t *testing.T) {
 		name string
 		pair func(t *testing.T) (player, peer net.Conn)
 	}{
-		{"tcp", tcpPair}, // the pooled path
-		{"pipe", func(*testing.T) (net.Conn, net.Conn) { return net.Pipe() }}, // no file descriptor: io.Copy
+		{"tcp", func(t *testing.T) (net.Conn, net.Conn) { return testutil.TCPPair(testutil.Context(t, testTimeout), t) }}, // the pooled path
+		{"pipe", func(*testing.T) (net.Conn, net.Conn) { return net.Pipe() }},                                             // no file descriptor: io.Copy
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			player, peer := tc.pair(t)

@@ -9,9 +9,10 @@ import (
 	"testing"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus/testutil"
+	promtest "github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/rtsptunnel/rtsptunnel/relay/internal/metrics"
+	"github.com/rtsptunnel/rtsptunnel/relay/internal/testutil"
 )
 
 // notOnlineErr is IoT Hub's answer when the module is not connected or not
@@ -54,7 +55,7 @@ func TestOpenRetriesNotOnline(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			ctx := testCtx(t)
+			ctx := testutil.Context(t, testTimeout)
 			var calls atomic.Int64
 			var h *harness
 			h = newHarness(t, func(ctx context.Context, camera string, req OpenRequest) (OpenResult, error) {
@@ -86,11 +87,11 @@ func TestOpenRetriesNotOnline(t *testing.T) {
 			if n := calls.Load(); !tt.wantCalls(n) {
 				t.Errorf("tunnelOpen called %d times", n)
 			}
-			retries := testutil.ToFloat64(h.srv.Metrics.MethodRetries)
+			retries := promtest.ToFloat64(h.srv.Metrics.MethodRetries)
 			if want := float64(calls.Load() - 1); retries != want {
 				t.Errorf("relay_method_retries_total = %v, want %v", retries, want)
 			}
-			logged := len(h.logs.lines("tunnelOpen: the module is not connected or not subscribed to methods (renewing its token, or reconnecting); retrying"))
+			logged := len(h.logs.Records("tunnelOpen: the module is not connected or not subscribed to methods (renewing its token, or reconnecting); retrying"))
 			if want := min(1, int(retries)); logged != want {
 				t.Errorf("retry logged %d times, want %d (once per session)", logged, want)
 			}

@@ -14,11 +14,13 @@ import (
 	"time"
 
 	"github.com/pion/webrtc/v4"
+
+	"github.com/rtsptunnel/rtsptunnel/relay/internal/testutil"
 )
 
 // benchProfile is a 1.5 Mbit/s camera: 25 frames a second, a 30 kB
 // keyframe every second, 6.3 kB frames between.
-var benchProfile = profile{idr: 30000, p: 6300, gop: 25, interval: 40 * time.Millisecond}
+var benchProfile = testutil.CameraOptions{Interval: 40 * time.Millisecond, Frames: &testutil.Frames{IDR: 30000, P: 6300, GOP: 25}}
 
 // BenchmarkJoin measures a viewer joining a live camera: from its WHEP
 // POST until its first RTP packet arrives (the answer, ICE, DTLS, SRTP and

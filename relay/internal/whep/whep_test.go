@@ -9,7 +9,6 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
-	"runtime"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -18,7 +17,6 @@ import (
 
 	"github.com/bluenviron/gortsplib/v4"
 	"github.com/bluenviron/gortsplib/v4/pkg/base"
-	"github.com/bluenviron/gortsplib/v4/pkg/description"
 	"github.com/bluenviron/gortsplib/v4/pkg/format"
 	"github.com/bluenviron/gortsplib/v4/pkg/format/rtph264"
 	"github.com/bluenviron/mediacommon/v2/pkg/codecs/h264"
@@ -26,9 +24,10 @@ import (
 	"github.com/pion/rtp"
 	"github.com/pion/webrtc/v4"
 	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/testutil"
+	promtest "github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/rtsptunnel/rtsptunnel/relay/internal/metrics"
+	"github.com/rtsptunnel/rtsptunnel/relay/internal/testutil"
 	"github.com/rtsptunnel/rtsptunnel/relay/internal/upstream"
 	"github.com/rtsptunnel/rtsptunnel/relay/internal/whep"
 )
@@ -44,174 +43,22 @@ var (
 	testPPS = []byte{0x68, 0xcb, 0x8c, 0xb2}
 )
 
-func testContext(t testing.TB) context.Context {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	t.Cleanup(cancel)
-	return ctx
-}
-
-// checkGoroutines fails the test if goroutines it started outlive it.
-// Call it first, so that its cleanup runs last.
-func checkGoroutines(t testing.TB) {
-	t.Helper()
-	before := runtime.NumGoroutine()
-	t.Cleanup(func() {
-		deadline := time.Now().Add(15 * time.Second)
-		for runtime.NumGoroutine() > before {
-			if time.Now().After(deadline) {
-				buf := make([]byte, 1<<20)
-				n := runtime.Stack(buf, true)
-				t.Errorf("%d goroutines left running, %d before the test:\n%s", runtime.NumGoroutine(), before, buf[:n])
-				return
-			}
-			time.Sleep(20 * time.Millisecond)
-		}
-	})
-}
-
-func waitFor(ctx context.Context, t testing.TB, what string, cond func() bool) {
-	t.Helper()
-	tick := time.NewTicker(5 * time.Millisecond)
-	defer tick.Stop()
-	for !cond() {
-		select {
-		case <-ctx.Done():
-			t.Fatalf("timed out waiting for %s", what)
-		case <-tick.C:
-		}
-	}
-}
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
-// profile is what a camera sends: an IDR frame of idr bytes every gop
-// frames, p bytes for the others, a frame every interval.
-type profile struct {
-	idr, p, gop int
-	interval    time.Duration
-}
+// testTimeout is every test's deadline.
+const testTimeout = 30 * time.Second
 
 // testProfile is small and fast: 50 frames a second, a keyframe in 10.
-var testProfile = profile{idr: 4000, p: 300, gop: 10, interval: 20 * time.Millisecond}
-
-// camera is an RTSP camera sending one video format on /stream.
-type camera struct {
-	prof   profile
-	srv    *gortsplib.Server
-	stream *gortsplib.ServerStream
-	media  *description.Media
-	ln     net.Listener
-	cancel context.CancelFunc
-	done   chan struct{}
-}
-
-func newCamera(t testing.TB, forma format.Format, prof profile) *camera {
-	t.Helper()
-	c := &camera{prof: prof, media: &description.Media{Type: description.MediaTypeVideo, Formats: []format.Format{forma}}}
-	c.srv = &gortsplib.Server{
-		Handler: c, RTSPAddress: "127.0.0.1:0",
-		Listen: func(network, address string) (net.Listener, error) {
-			ln, err := net.Listen(network, address)
-			c.ln = ln
-			return ln, err
-		},
-	}
-	if err := c.srv.Start(); err != nil {
-		t.Fatal(err)
-	}
-	c.stream = &gortsplib.ServerStream{Server: c.srv, Desc: &description.Session{Medias: []*description.Media{c.media}}}
-	if err := c.stream.Initialize(); err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	c.cancel, c.done = cancel, make(chan struct{})
-	go c.write(ctx, forma)
-	t.Cleanup(func() {
-		c.cancel()
-		<-c.done
-		c.stream.Close()
-		c.srv.Close()
-	})
-	return c
-}
-
-// write sends an access unit every 20 ms: an IDR frame of 4000 bytes
-// (fragmented for 1450-byte payloads, as cameras do) every tenth, small
-// non-IDR frames between. Other formats get opaque packets.
-func (c *camera) write(ctx context.Context, forma format.Format) {
-	defer close(c.done)
-	tick := time.NewTicker(c.prof.interval)
-	defer tick.Stop()
-	var enc *rtph264.Encoder
-	if h, ok := forma.(*format.H264); ok {
-		enc, _ = h.CreateEncoder()
-	}
-	for i := 0; ; i++ {
-		select {
-		case <-ctx.Done():
-			return
-		case <-tick.C:
-		}
-		ts := uint32(i) * uint32(c.prof.interval.Seconds()*90000)
-		if enc == nil {
-			c.stream.WritePacketRTP(c.media, &rtp.Packet{Header: rtp.Header{Version: 2, Marker: true, PayloadType: forma.PayloadType(), SequenceNumber: uint16(i), Timestamp: ts}, Payload: make([]byte, 100)})
-			continue
-		}
-		au := [][]byte{append([]byte{0x41}, bytes.Repeat([]byte{byte(i)}, c.prof.p)...)}
-		if i%c.prof.gop == 0 {
-			au = [][]byte{append([]byte{0x65}, bytes.Repeat([]byte{0xab}, c.prof.idr)...)}
-		}
-		pkts, err := enc.Encode(au)
-		if err != nil {
-			panic(err)
-		}
-		for _, p := range pkts {
-			p.Timestamp = ts
-			c.stream.WritePacketRTP(c.media, p)
-		}
-	}
-}
-
-func (c *camera) OnDescribe(*gortsplib.ServerHandlerOnDescribeCtx) (*base.Response, *gortsplib.ServerStream, error) {
-	return &base.Response{StatusCode: base.StatusOK}, c.stream, nil
-}
-
-func (c *camera) OnSetup(*gortsplib.ServerHandlerOnSetupCtx) (*base.Response, *gortsplib.ServerStream, error) {
-	return &base.Response{StatusCode: base.StatusOK}, c.stream, nil
-}
-
-func (c *camera) OnPlay(*gortsplib.ServerHandlerOnPlayCtx) (*base.Response, error) {
-	return &base.Response{StatusCode: base.StatusOK}, nil
-}
-
-func (c *camera) OnStreamWriteError(*gortsplib.ServerHandlerOnStreamWriteErrorCtx) {}
+var testProfile = testutil.CameraOptions{Interval: 20 * time.Millisecond, Frames: &testutil.Frames{IDR: 4000, P: 300, GOP: 10}}
 
 // env is a camera, its shared upstream and a WHEP server.
 type env struct {
-	cam   *camera
+	cam   *testutil.Camera
 	src   *upstream.Source
 	srv   *whep.Server
 	http  *httptest.Server
 	m     *metrics.Metrics
 	reg   *prometheus.Registry
 	dials atomic.Int64
-	logs  *syncBuffer
+	logs  *testutil.LogBuffer
 
 	mu   sync.Mutex
 	conn net.Conn // the last tunnel dialed
@@ -225,15 +72,18 @@ func newEnv(t testing.TB, forma format.Format, ice whep.ICE) *env {
 	return newEnvWith(t, forma, ice, testProfile)
 }
 
-func newEnvWith(t testing.TB, forma format.Format, ice whep.ICE, prof profile) *env {
+// newEnvWith is newEnv with a camera sending as prof says (its Format is
+// set to forma).
+func newEnvWith(t testing.TB, forma format.Format, ice whep.ICE, prof testutil.CameraOptions) *env {
 	t.Helper()
-	e := &env{cam: newCamera(t, forma, prof), logs: &syncBuffer{}, reg: prometheus.NewRegistry()}
+	prof.Format = forma
+	e := &env{cam: testutil.NewCamera(t, prof), logs: &testutil.LogBuffer{}, reg: prometheus.NewRegistry()}
 	var err error
 	if e.m, err = metrics.New(e.reg); err != nil {
 		t.Fatal(err)
 	}
 	e.m.InitCamera("door", true)
-	log := slog.New(slog.NewJSONHandler(e.logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	log := e.logs.Logger(slog.LevelDebug)
 	relay := &gortsplib.Server{Handler: struct{}{}, RTSPAddress: "127.0.0.1:0"}
 	if err := relay.Start(); err != nil {
 		t.Fatal(err)
@@ -245,7 +95,7 @@ func newEnvWith(t testing.TB, forma format.Format, ice whep.ICE, prof profile) *
 		Dial: func(ctx context.Context) (net.Conn, error) {
 			e.dials.Add(1)
 			var d net.Dialer
-			c, err := d.DialContext(ctx, "tcp", e.cam.ln.Addr().String())
+			c, err := d.DialContext(ctx, "tcp", e.cam.Addr())
 			e.mu.Lock()
 			e.conn = c
 			e.mu.Unlock()
@@ -470,8 +320,8 @@ func TestPlay(t *testing.T) {
 		{"udp and tcp, viewer on tcp", whep.ICE{UDPListen: "127.0.0.1:0", TCPListen: "127.0.0.1:0"}, true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			checkGoroutines(t)
-			ctx := testContext(t)
+			testutil.CheckGoroutines(t)
+			ctx := testutil.Context(t, testTimeout)
 			e := newEnv(t, h264Format(), tc.ice)
 			a, b := newClient(t, tc.tcp), newClient(t, tc.tcp)
 			e.play(t, a)
@@ -481,10 +331,10 @@ func TestPlay(t *testing.T) {
 			if n := e.dials.Load(); n != 1 {
 				t.Errorf("%d tunnels dialed for two viewers, want 1", n)
 			}
-			if v := testutil.ToFloat64(e.m.WebRTC.Viewers.WithLabelValues("door")); v != 2 {
+			if v := promtest.ToFloat64(e.m.WebRTC.Viewers.WithLabelValues("door")); v != 2 {
 				t.Errorf("relay_webrtc_viewers %v, want 2", v)
 			}
-			if p := testutil.ToFloat64(e.m.WebRTC.Packets.WithLabelValues("door")); p == 0 {
+			if p := promtest.ToFloat64(e.m.WebRTC.Packets.WithLabelValues("door")); p == 0 {
 				t.Error("relay_webrtc_packets_sent_total is 0")
 			}
 			if got := e.delete(t, a.session, "bob-token"); got != http.StatusUnauthorized {
@@ -498,10 +348,10 @@ func TestPlay(t *testing.T) {
 			if got := e.delete(t, a.session, "alice-token"); got != http.StatusNotFound {
 				t.Errorf("second DELETE: %d, want 404", got)
 			}
-			waitFor(ctx, t, "the upstream to close after the last viewer", func() bool {
+			testutil.WaitFor(ctx, t, "the upstream to close after the last viewer", func() bool {
 				return e.src.Status().State == metrics.StateIdle
 			})
-			if v := testutil.ToFloat64(e.m.WebRTC.Viewers.WithLabelValues("door")); v != 0 {
+			if v := promtest.ToFloat64(e.m.WebRTC.Viewers.WithLabelValues("door")); v != 0 {
 				t.Errorf("relay_webrtc_viewers %v after both left", v)
 			}
 		})
@@ -512,8 +362,8 @@ func TestPlay(t *testing.T) {
 // first (it does not wait for the camera's next one), then the stream
 // from the camera's next keyframe.
 func TestJoinLive(t *testing.T) {
-	checkGoroutines(t)
-	ctx := testContext(t)
+	testutil.CheckGoroutines(t)
+	ctx := testutil.Context(t, testTimeout)
 	e := newEnv(t, h264Format(), loopbackUDP)
 	a := newClient(t, false)
 	e.play(t, a)
@@ -531,7 +381,7 @@ func TestJoinLive(t *testing.T) {
 // TestRefusals: bad requests get their 4xx with a reason, and none of
 // them opens the camera.
 func TestRefusals(t *testing.T) {
-	checkGoroutines(t)
+	testutil.CheckGoroutines(t)
 	e := newEnv(t, h264Format(), loopbackUDP)
 	c := newClient(t, false)
 	good := []byte(c.offer(t))
@@ -572,7 +422,7 @@ func TestRefusals(t *testing.T) {
 	if n := e.dials.Load(); n != 0 {
 		t.Errorf("refused offers dialed the camera %d times", n)
 	}
-	if v := testutil.ToFloat64(e.m.WebRTC.Refused.WithLabelValues(metrics.WebRTCUnauthorized)); v != 3 {
+	if v := promtest.ToFloat64(e.m.WebRTC.Refused.WithLabelValues(metrics.WebRTCUnauthorized)); v != 3 {
 		t.Errorf("relay_webrtc_refused_total{reason=unauthorized} %v, want 3", v)
 	}
 }
@@ -581,8 +431,8 @@ func TestRefusals(t *testing.T) {
 // the codec, the hold is given back, and the next offer is refused without
 // opening the camera again.
 func TestUnplayable(t *testing.T) {
-	checkGoroutines(t)
-	ctx := testContext(t)
+	testutil.CheckGoroutines(t)
+	ctx := testutil.Context(t, testTimeout)
 	e := newEnv(t, &format.H265{PayloadTyp: 96}, loopbackUDP)
 	c := newClient(t, false)
 	offer := []byte(c.offer(t))
@@ -599,13 +449,13 @@ func TestUnplayable(t *testing.T) {
 	if st.Playable || !strings.Contains(st.Reason, "H265") {
 		t.Errorf("status %+v: want unplayable with the reason", st)
 	}
-	waitFor(ctx, t, "the upstream to close", func() bool { return e.src.Status().State == metrics.StateIdle })
+	testutil.WaitFor(ctx, t, "the upstream to close", func() bool { return e.src.Status().State == metrics.StateIdle })
 }
 
 // TestPublicIPs: the answer advertises the configured public address
 // instead of the listener's.
 func TestPublicIPs(t *testing.T) {
-	checkGoroutines(t)
+	testutil.CheckGoroutines(t)
 	e := newEnv(t, h264Format(), whep.ICE{UDPListen: "127.0.0.1:0", TCPListen: "127.0.0.1:0", PublicIPs: []string{"203.0.113.7"}})
 	c := newClient(t, false)
 	status, answer, loc := post(t, e.http.URL+"/whep/door", "alice-token", "application/sdp", []byte(c.offer(t)))
@@ -631,8 +481,8 @@ func TestPublicIPs(t *testing.T) {
 // reconnects within its window and the viewer's stream goes on, without
 // a hole in its numbering, resuming at a keyframe.
 func TestReconnect(t *testing.T) {
-	checkGoroutines(t)
-	ctx := testContext(t)
+	testutil.CheckGoroutines(t)
+	ctx := testutil.Context(t, testTimeout)
 	e := newEnv(t, h264Format(), loopbackUDP)
 	c := newClient(t, false)
 	e.play(t, c)
@@ -640,7 +490,7 @@ func TestReconnect(t *testing.T) {
 	e.mu.Lock()
 	e.conn.Close()
 	e.mu.Unlock()
-	waitFor(ctx, t, "the upstream to reconnect", func() bool {
+	testutil.WaitFor(ctx, t, "the upstream to reconnect", func() bool {
 		return e.dials.Load() == 2 && e.src.Status().State == metrics.StateLive
 	})
 	// Drop what arrived before the reconnect, then expect the stream to
@@ -649,7 +499,7 @@ func TestReconnect(t *testing.T) {
 		<-c.pkts
 	}
 	c.frames(ctx, t, 2)
-	if v := testutil.ToFloat64(e.m.WebRTC.Viewers.WithLabelValues("door")); v != 1 {
+	if v := promtest.ToFloat64(e.m.WebRTC.Viewers.WithLabelValues("door")); v != 1 {
 		t.Errorf("relay_webrtc_viewers %v, want the viewer still there", v)
 	}
 }
