@@ -1,14 +1,7 @@
 package hub
 
 import (
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
-	"crypto/x509"
-	"crypto/x509/pkix"
-	"encoding/pem"
-	"math/big"
 	"net"
 	"strconv"
 	"sync/atomic"
@@ -20,6 +13,7 @@ import (
 	"github.com/mochi-mqtt/server/v2/packets"
 
 	"github.com/rtsptunnel/rtsptunnel/modules/rtsptunnel/internal/identity"
+	"github.com/rtsptunnel/rtsptunnel/modules/rtsptunnel/internal/testutil"
 )
 
 // refuseFirstSubscription is a broker hook that accepts any client and
@@ -53,16 +47,12 @@ func (h *refuseFirstSubscription) OnSessionEstablished(*mqtt.Client, packets.Pac
 // connection, and the client builds a new one that subscribes again.
 func TestSubscriptionRefused(t *testing.T) {
 	t.Parallel()
-	ctx := testContext(t, 30*time.Second)
-	caPEM, cert := serverCert(t, "127.0.0.1")
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := ln.Addr().String()
-	ln.Close()
+	ctx := testutil.Context(t, 30*time.Second)
+	ca := testutil.NewCA(t, "hub test CA")
+	cert := ca.Leaf(t, "127.0.0.1")
+	addr := testutil.FreeAddr(t)
 
-	srv := mqtt.New(&mqtt.Options{InlineClient: false, Logger: testLogger(t, "mochi")})
+	srv := mqtt.New(&mqtt.Options{InlineClient: false, Logger: testutil.TLogger(t, "mochi")})
 	hook := &refuseFirstSubscription{}
 	if err := srv.AddHook(hook, nil); err != nil {
 		t.Fatal(err)
@@ -77,7 +67,7 @@ func TestSubscriptionRefused(t *testing.T) {
 	}
 	t.Cleanup(func() { srv.Close() })
 
-	caFile := writeFile(t, "ca.pem", caPEM)
+	caFile := ca.WriteFile(t, "ca.pem")
 	id, err := identity.Load(ctx, func(k string) string {
 		switch k {
 		case identity.EnvConnectionString:
@@ -91,29 +81,25 @@ func TestSubscriptionRefused(t *testing.T) {
 		t.Fatal(err)
 	}
 	_, port, _ := net.SplitHostPort(addr)
-	c, err := New(Options{Identity: id, Port: mustAtoi(t, port), Logger: testLogger(t, "hub")})
+	c, err := New(Options{Identity: id, Port: mustAtoi(t, port), Logger: testutil.TLogger(t, "hub")})
 	if err != nil {
 		t.Fatal(err)
 	}
 	c.retryMin, c.retryMax = 20*time.Millisecond, 100*time.Millisecond
-	startRun(t, ctx, c)
+	testutil.StartRun(t, ctx, 30*time.Second, c.Run) // handlers 2 s, a publish paho holds 10 s
 
-	for {
-		if cl, ok := srv.Clients.Get("dev"); ok && !cl.Closed() {
-			if _, subscribed := cl.State.Subscriptions.Get(filterMethods); subscribed {
-				break
-			}
+	testutil.WaitFor(t, ctx, "the client to subscribe to methods", func() bool {
+		cl, ok := srv.Clients.Get("dev")
+		if !ok || cl.Closed() {
+			return false
 		}
-		select {
-		case <-ctx.Done():
-			t.Fatal("the client never subscribed to methods")
-		case <-time.After(10 * time.Millisecond):
-		}
-	}
+		_, subscribed := cl.State.Subscriptions.Get(filterMethods)
+		return subscribed
+	})
 	if n := hook.sessions.Load(); n != 2 {
 		t.Errorf("%d connections, want 2 (the refused one and its replacement)", n)
 	}
-	if logged(c.log, "failed to connect") != 1 {
+	if testutil.Logged(c.log, "failed to connect") != 1 {
 		t.Errorf("the refused subscription was not logged as a failed connect")
 	}
 }
@@ -125,40 +111,4 @@ func mustAtoi(t *testing.T, s string) int {
 		t.Fatal(err)
 	}
 	return n
-}
-
-// serverCert returns a throwaway CA (PEM) and a server certificate it signed
-// for the IP address host.
-func serverCert(t *testing.T, host string) ([]byte, tls.Certificate) {
-	t.Helper()
-	caKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	caTmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "hub test CA"},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
-		IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign,
-	}
-	caDER, err := x509.CreateCertificate(rand.Reader, caTmpl, caTmpl, &caKey.PublicKey, caKey)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ca, _ := x509.ParseCertificate(caDER)
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(2), Subject: pkix.Name{CommonName: host},
-		IPAddresses: []net.IP{net.ParseIP(host)},
-		NotBefore:   time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
-		KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca, &key.PublicKey, caKey)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: caDER}),
-		tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key}
 }

@@ -14,11 +14,12 @@ import (
 	"time"
 
 	"github.com/rtsptunnel/rtsptunnel/modules/rtsptunnel/internal/identity"
+	"github.com/rtsptunnel/rtsptunnel/modules/rtsptunnel/internal/testutil"
 )
 
 func testIdentity(t *testing.T, cs string) *identity.Identity {
 	t.Helper()
-	ctx := testContext(t, 5*time.Second)
+	ctx := testutil.Context(t, 5*time.Second)
 	id, err := identity.Load(ctx, func(k string) string {
 		if k == identity.EnvConnectionString {
 			return cs
@@ -133,7 +134,7 @@ func TestTopics(t *testing.T) {
 
 func TestInvoke(t *testing.T) {
 	t.Parallel()
-	ctx := testContext(t, 5*time.Second)
+	ctx := testutil.Context(t, 5*time.Second)
 	log := slog.New(slog.DiscardHandler)
 	big := `"` + strings.Repeat("x", maxMethodResponse) + `"`
 	var seen []byte
@@ -252,7 +253,7 @@ func equalInts(a, b []int) bool {
 
 func TestUpdateReportedValidation(t *testing.T) {
 	t.Parallel()
-	ctx := testContext(t, 5*time.Second)
+	ctx := testutil.Context(t, 5*time.Second)
 	c, err := New(Options{Identity: testIdentity(t, "HostName=h;DeviceId=d;SharedAccessKey="+testKey)})
 	if err != nil {
 		t.Fatal(err)

@@ -86,7 +86,13 @@ lines:
 // LastLogged. After the test it stops writing to t (a late goroutine must
 // not log through a finished test) but keeps counting.
 func TLogger(t testing.TB, name string) *slog.Logger {
-	h := &tHandler{t: t, name: name, level: slog.LevelDebug}
+	return TLoggerAt(t, name, slog.LevelDebug)
+}
+
+// TLoggerAt is TLogger for records at level and above; records below it are
+// neither written nor counted.
+func TLoggerAt(t testing.TB, name string, level slog.Level) *slog.Logger {
+	h := &tHandler{t: t, name: name, level: level}
 	t.Cleanup(func() {
 		h.mu.Lock()
 		h.done = true

@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/rtsptunnel/rtsptunnel/modules/rtsptunnel/internal/identity"
+	"github.com/rtsptunnel/rtsptunnel/modules/rtsptunnel/internal/testutil"
 	"github.com/rtsptunnel/rtsptunnel/tools/edgeemu/emulator"
 )
 
@@ -26,10 +27,10 @@ import (
 // with the service's error shape, and the 64 are answered when they end.
 func TestConcurrencyLimit(t *testing.T) {
 	t.Parallel()
-	ctx := testContext(t, time.Minute)
+	ctx := testutil.Context(t, time.Minute)
 	e := startEmulator(t, emulator.Options{Logger: slog.New(slog.DiscardHandler)})
 	c := newTestClient(t, e, loadIdentity(t, ctx, e, modeEdge), func(o *Options) {
-		o.Logger = slog.New(&tHandler{t: t, name: "hub", level: slog.LevelInfo})
+		o.Logger = testutil.TLoggerAt(t, "hub", slog.LevelInfo)
 	})
 	var running atomic.Int64
 	release := make(chan struct{})
@@ -88,10 +89,10 @@ func TestConcurrencyLimit(t *testing.T) {
 // OnTwin. The test fails if SetOrderMatters(false) is removed from dial.
 func TestDesiredGapReadsTwinInCallback(t *testing.T) {
 	t.Parallel()
-	ctx := testContext(t, 25*time.Second) // less than the 30 s the ordered read would need
+	ctx := testutil.Context(t, 25*time.Second) // less than the 30 s the ordered read would need
 	e := startEmulator(t, emulator.Options{})
 	ev := newEvents()
-	log := testLogger(t, "hub")
+	log := testutil.TLogger(t, "hub")
 	c := newTestClient(t, e, loadIdentity(t, ctx, e, modeEdge), func(o *Options) {
 		o.Logger = log
 		ev.hook(o)
@@ -110,16 +111,16 @@ func TestDesiredGapReadsTwinInCallback(t *testing.T) {
 	}
 	ev.wait(t, ctx, "the full twin read from the callback", func(ev *events) bool {
 		for _, d := range ev.twins {
-			if got, _ := desiredVersion(d); got == v && strings.Contains(string(d), `"gap":true`) && strings.Contains(string(d), `"lost":true`) {
+			if version(d) == v && strings.Contains(string(d), `"gap":true`) && strings.Contains(string(d), `"lost":true`) {
 				return true
 			}
 		}
 		return false
 	})
-	if n := logged(log, "desired patches arrived with a gap; reading the full twin"); n != 1 {
+	if n := testutil.Logged(log, "desired patches arrived with a gap; reading the full twin"); n != 1 {
 		t.Errorf("gap path taken %d times, want 1", n)
 	}
-	if n := logged(log, "failed to read the full twin; delivering the patch alone"); n != 0 {
+	if n := testutil.Logged(log, "failed to read the full twin; delivering the patch alone"); n != 0 {
 		t.Errorf("the full twin could not be read from the callback")
 	}
 }
@@ -190,7 +191,7 @@ func (fw *fakeWorkload) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 // its connect fails) leaves the old connection subscribed again, answering.
 func TestWorkloadFailures(t *testing.T) {
 	t.Parallel()
-	ctx := testContext(t, 2*time.Minute)
+	ctx := testutil.Context(t, 2*time.Minute)
 	// Tokens are not enforced here: the old connection outlives its renewal time.
 	e := startEmulator(t, emulator.Options{Logger: slog.New(slog.DiscardHandler)})
 	fw, uri := newFakeWorkload(t, e)
@@ -205,7 +206,7 @@ func TestWorkloadFailures(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	log := slog.New(&tHandler{t: t, name: "hub", level: slog.LevelInfo})
+	log := testutil.TLoggerAt(t, "hub", slog.LevelInfo)
 	c := newTestClient(t, e, id, func(o *Options) {
 		o.TokenLifetime = 4 * time.Second
 		o.Logger = log
@@ -219,7 +220,7 @@ func TestWorkloadFailures(t *testing.T) {
 	if e.Connected(testDevice, testModule) {
 		t.Fatal("connected without a token")
 	}
-	if got := lastLogged(log, "failed to connect"); !strings.Contains(got, "workload API") || !strings.Contains(got, "500") || !strings.Contains(got, "HSM unavailable") {
+	if got := testutil.LastLogged(log, "failed to connect"); !strings.Contains(got, "workload API") || !strings.Contains(got, "500") || !strings.Contains(got, "HSM unavailable") {
 		t.Errorf("the start-up error does not say what failed: %s", got)
 	}
 	fw.mode.Store("ok")
@@ -231,10 +232,10 @@ func TestWorkloadFailures(t *testing.T) {
 	// throughout (callers retry 404103, as the relay does: a renewal attempt
 	// that gets as far as unsubscribing makes a short window of them).
 	for _, mode := range []string{"500", "hang", "badsig"} {
-		before := logged(log, "failed to renew the token; keeping the current connection")
+		before := testutil.Logged(log, "failed to renew the token; keeping the current connection")
 		fw.mode.Store(mode)
 		waitLogged(t, ctx, log, "failed to renew the token; keeping the current connection", before+1)
-		if got := lastLogged(log, "failed to renew the token; keeping the current connection"); !strings.Contains(got, "workload API") && !strings.Contains(got, "deadline") && !(mode == "badsig" && strings.Contains(got, "not Authorized")) {
+		if got := testutil.LastLogged(log, "failed to renew the token; keeping the current connection"); !strings.Contains(got, "workload API") && !strings.Contains(got, "deadline") && !(mode == "badsig" && strings.Contains(got, "not Authorized")) {
 			t.Errorf("%s: the renewal error does not say what failed: %s", mode, got)
 		}
 		if status, resp, _, err := invokeRetrying(ctx, e, "echo", json.RawMessage(`"`+mode+`"`), 10*time.Second); err != nil || status != 200 || string(resp) != `"`+mode+`"` {
@@ -244,7 +245,7 @@ func TestWorkloadFailures(t *testing.T) {
 			t.Errorf("%s: %d connects, want the first connection kept", mode, n)
 		}
 	}
-	if n := logged(log, "closing the connection: it cannot take method calls again"); n != 0 {
+	if n := testutil.Logged(log, "closing the connection: it cannot take method calls again"); n != 0 {
 		t.Errorf("the kept connection could not subscribe to methods again (%d times)", n)
 	}
 	fw.mode.Store("ok")
@@ -263,11 +264,5 @@ func TestWorkloadFailures(t *testing.T) {
 // waitLogged waits until message was logged at least n times through l.
 func waitLogged(t *testing.T, ctx context.Context, l *slog.Logger, message string, n int) {
 	t.Helper()
-	for logged(l, message) < n {
-		select {
-		case <-ctx.Done():
-			t.Fatalf("%q logged %d times, want %d", message, logged(l, message), n)
-		case <-time.After(20 * time.Millisecond):
-		}
-	}
+	testutil.WaitFor(t, ctx, fmt.Sprintf("%q logged %d times", message, n), func() bool { return testutil.Logged(l, message) >= n })
 }

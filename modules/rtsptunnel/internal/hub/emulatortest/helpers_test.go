@@ -3,21 +3,18 @@ package emulatortest
 import (
 	"bytes"
 	"context"
-	"crypto/tls"
-	"crypto/x509"
 	"encoding/json"
 	"errors"
 	. "github.com/rtsptunnel/rtsptunnel/modules/rtsptunnel/internal/hub"
 	"log/slog"
 	"os"
-	"path/filepath"
-	"strconv"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/rtsptunnel/rtsptunnel/modules/rtsptunnel/internal/identity"
+	"github.com/rtsptunnel/rtsptunnel/modules/rtsptunnel/internal/testutil"
 	"github.com/rtsptunnel/rtsptunnel/tools/edgeemu/emulator"
 )
 
@@ -25,14 +22,6 @@ const (
 	testDevice = emulator.DefaultDeviceID
 	testModule = emulator.DefaultModuleID
 )
-
-// testContext returns a context that ends with the test or after d.
-func testContext(t *testing.T, d time.Duration) context.Context {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), d)
-	t.Cleanup(cancel)
-	return ctx
-}
 
 // shortDir returns a fresh directory with a short path (the emulator's
 // workload socket must fit in a sockaddr_un).
@@ -53,7 +42,7 @@ func startEmulator(t *testing.T, opts emulator.Options) *emulator.Emulator {
 		opts.Dir = shortDir(t)
 	}
 	if opts.Logger == nil {
-		opts.Logger = testLogger(t, "emulator")
+		opts.Logger = testutil.TLogger(t, "emulator")
 	}
 	e, err := emulator.New(opts)
 	if err != nil {
@@ -194,7 +183,7 @@ type testClient struct {
 // newTestClient returns a client for id against e with fast retries.
 func newTestClient(t *testing.T, e *emulator.Emulator, id *identity.Identity, mutate func(*Options)) *testClient {
 	t.Helper()
-	o := Options{Identity: id, Port: e.MQTTPort(), Logger: testLogger(t, "hub"),
+	o := Options{Identity: id, Port: e.MQTTPort(), Logger: testutil.TLogger(t, "hub"),
 		RetryMin: 50 * time.Millisecond, RetryMax: 500 * time.Millisecond}
 	if mutate != nil {
 		mutate(&o)
@@ -207,28 +196,11 @@ func newTestClient(t *testing.T, e *emulator.Emulator, id *identity.Identity, mu
 }
 
 // startRun runs c.Run until the test ends (or stop is called) and checks
-// that it returns nil promptly.
+// that it returns nil promptly: within 30 s (handlers 2 s, a publish paho
+// holds 10 s).
 func startRun(t *testing.T, ctx context.Context, c *testClient) (stop func()) {
 	t.Helper()
-	rctx, cancel := context.WithCancel(ctx)
-	done := make(chan error, 1)
-	go func() { done <- c.Run(rctx) }()
-	var once sync.Once
-	stop = func() {
-		once.Do(func() {
-			cancel()
-			select {
-			case err := <-done:
-				if err != nil {
-					t.Errorf("Run returned %v", err)
-				}
-			case <-time.After(30 * time.Second): // handlers 2 s, a publish paho holds 10 s
-				t.Errorf("Run did not return after cancel")
-			}
-		})
-	}
-	t.Cleanup(stop)
-	return stop
+	return testutil.StartRun(t, ctx, 30*time.Second, c.Run)
 }
 
 // call invokes a method through the emulator and fails the test on a hub error.
@@ -269,133 +241,20 @@ func invokeRetrying(ctx context.Context, e *emulator.Emulator, method string, pa
 	}
 }
 
-// testLogger writes to t.Log at debug level; after the test it discards.
-func testLogger(t *testing.T, name string) *slog.Logger {
-	h := &tHandler{t: t, name: name, level: slog.LevelDebug}
-	t.Cleanup(func() {
-		h.mu.Lock()
-		h.done = true
-		h.mu.Unlock()
-	})
-	return slog.New(h)
-}
-
-// tHandler is a slog.Handler that logs through testing.T and counts
-// messages, so tests can assert that something was logged.
-type tHandler struct {
-	t     *testing.T
-	name  string
-	level slog.Level
-	attrs []slog.Attr
-	mu    sync.Mutex
-	done  bool
-	count map[string]int
-	last  map[string]string // the last line logged with each message
-	root  *tHandler
-}
-
-func (h *tHandler) rootH() *tHandler {
-	if h.root != nil {
-		return h.root
-	}
-	return h
-}
-
-func (h *tHandler) Enabled(_ context.Context, l slog.Level) bool { return l >= h.level }
-
-func (h *tHandler) Handle(_ context.Context, r slog.Record) error {
-	root := h.rootH()
-	var b strings.Builder
-	b.WriteString(root.name + " " + r.Level.String() + " " + r.Message)
-	for _, a := range h.attrs {
-		b.WriteString(" " + a.String())
-	}
-	r.Attrs(func(a slog.Attr) bool {
-		b.WriteString(" " + a.String())
-		return true
-	})
-	root.mu.Lock()
-	defer root.mu.Unlock()
-	if root.count == nil {
-		root.count = map[string]int{}
-	}
-	root.count[r.Message]++
-	if root.last == nil {
-		root.last = map[string]string{}
-	}
-	root.last[r.Message] = b.String()
-	if !root.done {
-		root.t.Log(b.String())
-	}
-	return nil
-}
-
-func (h *tHandler) WithAttrs(a []slog.Attr) slog.Handler {
-	return &tHandler{root: h.rootH(), level: h.level, attrs: append(append([]slog.Attr(nil), h.attrs...), a...)}
-}
-
-func (h *tHandler) WithGroup(string) slog.Handler { return h }
-
-// logged returns how often message was logged through l.
-func logged(l *slog.Logger, message string) int {
-	h := l.Handler().(*tHandler).rootH()
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	return h.count[message]
-}
-
-// lastLogged returns the last line logged through l with message, attributes
-// included.
-func lastLogged(l *slog.Logger, message string) string {
-	h := l.Handler().(*tHandler).rootH()
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	return h.last[message]
-}
-
-// writeFile writes b to a new file in a temporary directory.
-func writeFile(t *testing.T, name string, b []byte) string {
-	t.Helper()
-	p := filepath.Join(t.TempDir(), name)
-	if err := os.WriteFile(p, b, 0o600); err != nil {
-		t.Fatal(err)
-	}
-	return p
-}
-
 // The wire constants of package hub that its tests use (see hub/topics.go
 // and hub/methods.go).
 const filterMethods = "$iothub/methods/POST/#"
 
-// errorBody is the error shape of the original video service, as hub
-// answers it: {"code":"<status>","target":..,"message":..}.
-func errorBody(status int, target, message string) []byte {
-	b, _ := json.Marshal(struct {
-		Code    string `json:"code"`
-		Target  string `json:"target,omitempty"`
-		Message string `json:"message"`
-	}{strconv.Itoa(status), target, message})
+// errorJSON is a handler's error answer: err's text as a JSON object.
+func errorJSON(err error) []byte {
+	b, _ := json.Marshal(map[string]string{"message": err.Error()})
 	return b
 }
 
-// desiredVersion returns the $version of a desired-properties document.
-func desiredVersion(b []byte) (int, bool) {
-	var v struct {
-		Version *int `json:"$version"`
-	}
-	if json.Unmarshal(b, &v) != nil || v.Version == nil {
-		return 0, false
-	}
-	return *v.Version, true
-}
-
-// isCertificateError reports whether err is a TLS certificate verification failure.
-func isCertificateError(err error) bool {
-	var (
-		verr *tls.CertificateVerificationError
-		uerr x509.UnknownAuthorityError
-		herr x509.HostnameError
-		cerr x509.CertificateInvalidError
-	)
-	return errors.As(err, &verr) || errors.As(err, &uerr) || errors.As(err, &herr) || errors.As(err, &cerr)
+// version returns the "$version" of a twin document, 0 when it has none.
+func version(doc []byte) int {
+	var m map[string]any
+	_ = json.Unmarshal(doc, &m)
+	v, _ := m["$version"].(float64)
+	return int(v)
 }
