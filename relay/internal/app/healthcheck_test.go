@@ -34,16 +34,27 @@ func TestHealthcheck(t *testing.T) {
 	dead := "http://" + ln.Addr().String() + "/healthz" // nothing listens once closed
 	ln.Close()
 
+	// A server that never answers: only --timeout ends the check, so
+	// its case decides by outcome, whatever the machine's load.
+	hung := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { <-r.Context().Done() }))
+	t.Cleanup(hung.Close)
+
+	// The cases that expect an answer allow a minute, not the default
+	// 3 s: a loaded machine may take seconds to answer a local GET, and
+	// the outcome, not the time, is what they check.
+	const patient = "1m"
 	cases := []struct {
 		name               string
 		args               []string
 		wantCode           int
 		wantOut, wantError string
 	}{
-		{"200", []string{"--url", healthy}, ExitOK, healthy + ": ok", ""},
-		{"500", []string{"--url", unhealthy}, ExitFailed, "", "500 Internal Server Error: broken"},
-		{"nothing listening", []string{"--url", dead}, ExitFailed, "", "connection refused"},
-		{"not found", []string{"--url", strings.TrimSuffix(healthy, "/healthz") + "/nope"}, ExitFailed, "", "404"},
+		{"200", []string{"--url", healthy, "--timeout", patient}, ExitOK, healthy + ": ok", ""},
+		{"500", []string{"--url", unhealthy, "--timeout", patient}, ExitFailed, "", "500 Internal Server Error: broken"},
+		{"nothing listening", []string{"--url", dead, "--timeout", patient}, ExitFailed, "", "connection refused"},
+		{"not found", []string{"--url", strings.TrimSuffix(healthy, "/healthz") + "/nope", "--timeout", patient}, ExitFailed, "", "404"},
+		{"no answer", []string{"--url", hung.URL + "/healthz", "--timeout", "100ms"}, ExitFailed, "", "no answer in time"},
+		{"zero timeout", []string{"--timeout", "0s"}, ExitUsage, "", "--timeout must be positive"},
 		{"bad flag", []string{"--nope"}, ExitUsage, "", "-nope"},
 		{"extra argument", []string{"now"}, ExitUsage, "", `unexpected argument "now"`},
 	}

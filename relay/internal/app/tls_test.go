@@ -9,7 +9,6 @@ import (
 	"log/slog"
 	"net/http"
 	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -17,6 +16,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/rtsptunnel/rtsptunnel/relay/internal/config"
+	"github.com/rtsptunnel/rtsptunnel/relay/internal/testutil"
 )
 
 func TestSelfSignedCovers(t *testing.T) {
@@ -45,16 +45,10 @@ func TestSelfSignedCovers(t *testing.T) {
 // websocket endpoint and checks that an unauthorized dial gets 401 over the
 // expected transport.
 func TestWebsocketTLSModes(t *testing.T) {
-	dir := t.TempDir()
-	// A pair written to files, as an operator would provide.
-	pair, filePEM, err := selfSigned([]string{"127.0.0.1"}, time.Now())
-	if err != nil {
-		t.Fatal(err)
-	}
-	certFile, keyFile := filepath.Join(dir, "tls.crt"), filepath.Join(dir, "tls.key")
-	os.WriteFile(certFile, filePEM, 0o600)
-	keyDER, _ := x509.MarshalPKCS8PrivateKey(pair.PrivateKey)
-	os.WriteFile(keyFile, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: keyDER}), 0o600)
+	// A pair written to files, as an operator would provide: a leaf of
+	// the operator's CA, made apart from the relay's own self-signing.
+	ca := testutil.NewCA(t)
+	certFile, keyFile := ca.Issue(t, "127.0.0.1").WriteFiles(t, t.TempDir())
 
 	tests := []struct {
 		name   string
@@ -63,7 +57,7 @@ func TestWebsocketTLSModes(t *testing.T) {
 		caPEM  func(a *App) []byte
 	}{
 		{"cert files", func(c *config.Config) { c.TLSCertFile, c.TLSKeyFile = certFile, keyFile }, "wss",
-			func(*App) []byte { return filePEM }},
+			func(*App) []byte { return ca.CertPEM }},
 		{"self-signed", func(c *config.Config) { c.SelfSigned = true }, "wss",
 			func(a *App) []byte { b, _ := os.ReadFile(a.Ready().CAFile); return b }},
 		{"insecure", func(c *config.Config) { c.InsecureWS = true }, "ws", nil},
@@ -92,11 +86,7 @@ func TestWebsocketTLSModes(t *testing.T) {
 			}
 			tr := &http.Transport{}
 			if tt.caPEM != nil {
-				pool := x509.NewCertPool()
-				if !pool.AppendCertsFromPEM(tt.caPEM(a)) {
-					t.Fatal("no CA")
-				}
-				tr.TLSClientConfig = &tls.Config{RootCAs: pool}
+				tr.TLSClientConfig = &tls.Config{RootCAs: testutil.PoolFromPEM(t, tt.caPEM(a))}
 			}
 			defer tr.CloseIdleConnections()
 			httpURL := "http" + strings.TrimPrefix(u, "ws") + "/tunnels/nope"

@@ -3,11 +3,9 @@ package app
 import (
 	"context"
 	"crypto/tls"
-	"crypto/x509"
 	"io"
 	"log/slog"
 	"net/http"
-	"os"
 	"strings"
 	"testing"
 	"time"
@@ -15,6 +13,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/rtsptunnel/rtsptunnel/relay/internal/config"
+	"github.com/rtsptunnel/rtsptunnel/relay/internal/testutil"
 )
 
 // TestWebRouting: with WebRTC on, the websocket listener also serves the
@@ -47,10 +46,7 @@ func TestWebRouting(t *testing.T) {
 			if on != (r.WebURL == base+"/" && r.WebRTCUDPListen != "" && r.WebRTCTCPListen != "") {
 				t.Fatalf("ready line %+v", r)
 			}
-			pem, _ := os.ReadFile(r.CAFile)
-			pool := x509.NewCertPool()
-			pool.AppendCertsFromPEM(pem)
-			tr := &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}}
+			tr := &http.Transport{TLSClientConfig: &tls.Config{RootCAs: testutil.PoolFromFile(t, r.CAFile)}}
 			defer tr.CloseIdleConnections()
 			do := func(method, path, auth, ctype, body string) (int, string) {
 				req, _ := http.NewRequestWithContext(ctx, method, base+path, strings.NewReader(body))

@@ -1,18 +1,12 @@
 package certfile
 
 import (
-	"bytes"
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
-	"crypto/x509/pkix"
 	"encoding/pem"
 	"fmt"
 	"log/slog"
-	"math/big"
 	"os"
 	"path/filepath"
 	"strings"
@@ -20,31 +14,9 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/rtsptunnel/rtsptunnel/relay/internal/testutil"
 )
-
-func testCtx(t *testing.T) context.Context {
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-	t.Cleanup(cancel)
-	return ctx
-}
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string { s.mu.Lock(); defer s.mu.Unlock(); return s.b.String() }
-
-// count counts the log lines with msg.
-func (s *syncBuffer) count(msg string) int {
-	return strings.Count(s.String(), fmt.Sprintf(`"msg":%q`, msg))
-}
 
 const (
 	msgReloaded = "certificate reloaded"
@@ -57,38 +29,12 @@ type pair struct {
 	serial    string // as serial() formats it
 }
 
-// newPair generates a pair with the given serial number; the certificate
+// newPair makes a pair with the given serial number; the certificate
 // is its own CA, so a client can trust exactly the test's pairs.
 func newPair(t *testing.T, serialNumber int64) pair {
 	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber:          big.NewInt(serialNumber),
-		Subject:               pkix.Name{CommonName: fmt.Sprintf("test %X", serialNumber)},
-		DNSNames:              []string{"localhost"},
-		NotBefore:             time.Now().Add(-time.Hour),
-		NotAfter:              time.Now().Add(time.Hour),
-		KeyUsage:              x509.KeyUsageDigitalSignature | x509.KeyUsageCertSign,
-		ExtKeyUsage:           []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-		BasicConstraintsValid: true,
-		IsCA:                  true,
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	keyDER, err := x509.MarshalPKCS8PrivateKey(key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return pair{
-		cert:   pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}),
-		key:    pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: keyDER}),
-		serial: fmt.Sprintf("%X", serialNumber),
-	}
+	c := testutil.NewSelfSigned(t, testutil.CertOptions{Serial: serialNumber, Hosts: []string{"localhost"}})
+	return pair{cert: c.CertPEM, key: c.KeyPEM, serial: fmt.Sprintf("%X", serialNumber)}
 }
 
 // serveTLS serves TLS handshakes on 127.0.0.1 with r's certificate until
@@ -248,10 +194,10 @@ func TestRotation(t *testing.T) {
 	trusted := roots(a, b, c)
 	for _, l := range layouts {
 		t.Run(l.name, func(t *testing.T) {
-			ctx := testCtx(t)
+			ctx := testutil.Context(t, 20*time.Second)
 			dir := t.TempDir()
 			certFile, keyFile := l.setup(t, dir, a)
-			logs := &syncBuffer{}
+			logs := &testutil.LogBuffer{}
 			clock := &fakeClock{}
 			clock.ns.Store(time.Date(2030, 1, 1, 0, 0, 0, 0, time.UTC).UnixNano())
 			r := &Reloader{CertFile: certFile, KeyFile: keyFile, Logger: slog.New(slog.NewJSONHandler(logs, nil)),
@@ -269,7 +215,7 @@ func TestRotation(t *testing.T) {
 				if leaf := serial(r.Leaf()); leaf != want {
 					t.Fatalf("%s: Leaf serial %q, want %q", step, leaf, want)
 				}
-				if n, m := logs.count(msgReloaded), logs.count(msgFailed); n != reloaded || m != failed {
+				if n, m := logs.Count(msgReloaded), logs.Count(msgFailed); n != reloaded || m != failed {
 					t.Fatalf("%s: %d reloaded and %d failed lines, want %d and %d:\n%s", step, n, m, reloaded, failed, logs)
 				}
 			}
@@ -353,7 +299,7 @@ func TestInitializeErrors(t *testing.T) {
 // of the two certificates, none fails, and the race detector sees the
 // shared state.
 func TestConcurrentHandshakes(t *testing.T) {
-	ctx := testCtx(t)
+	ctx := testutil.Context(t, 20*time.Second)
 	a, b := newPair(t, 0xA), newPair(t, 0xB)
 	trusted := roots(a, b)
 	dir := t.TempDir()
@@ -410,7 +356,7 @@ func TestGetCertificateIsCheap(t *testing.T) {
 	a := newPair(t, 0xA)
 	dir := t.TempDir()
 	certFile, keyFile := layouts[0].setup(t, dir, a)
-	logs := &syncBuffer{}
+	logs := &testutil.LogBuffer{}
 	clock := &fakeClock{}
 	r := &Reloader{CertFile: certFile, KeyFile: keyFile, Logger: slog.New(slog.NewJSONHandler(logs, nil)), Now: clock.now}
 	if err := r.Initialize(); err != nil {
@@ -425,7 +371,7 @@ func TestGetCertificateIsCheap(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	if n := logs.count(msgFailed); n != 0 {
+	if n := logs.Count(msgFailed); n != 0 {
 		t.Fatalf("files checked within the interval (%d failures logged)", n)
 	}
 	clock.advance(defaultCheckInterval / 4)
@@ -433,7 +379,7 @@ func TestGetCertificateIsCheap(t *testing.T) {
 	if err != nil || serial(cert.Leaf) != a.serial {
 		t.Fatalf("GetCertificate after the key vanished: %v", err)
 	}
-	if n := logs.count(msgFailed); n != 1 || !strings.Contains(logs.String(), "no such file") {
+	if n := logs.Count(msgFailed); n != 1 || !strings.Contains(logs.String(), "no such file") {
 		t.Fatalf("%d failure lines, want 1 saying the key is missing:\n%s", n, logs)
 	}
 }

@@ -2,10 +2,11 @@ package iothub
 
 import (
 	"crypto/tls"
-	"encoding/pem"
 	"net/http"
 	"net/http/httptest"
 	"testing"
+
+	"github.com/rtsptunnel/rtsptunnel/relay/internal/testutil"
 )
 
 // TestNewHTTPClientRefusesOldTLS: SECURITY.md "TLS 1.2 is the minimum
@@ -17,7 +18,7 @@ func TestNewHTTPClientRefusesOldTLS(t *testing.T) {
 	srv.TLS = &tls.Config{MinVersion: tls.VersionTLS10, MaxVersion: tls.VersionTLS11}
 	srv.StartTLS()
 	defer srv.Close()
-	ca := pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: srv.Certificate().Raw})
+	ca := testutil.CertPEM(srv.Certificate().Raw)
 	c, err := NewHTTPClient(ca)
 	if err != nil {
 		t.Fatal(err)

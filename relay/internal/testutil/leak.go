@@ -78,3 +78,7 @@ func stacks() string {
 		buf = make([]byte, 2*len(buf))
 	}
 }
+
+// Stacks returns every goroutine's stack, as runtime.Stack formats them,
+// however many there are: for tests that count goroutines of one kind.
+func Stacks() string { return stacks() }

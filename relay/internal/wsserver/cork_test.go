@@ -13,6 +13,8 @@ import (
 	"testing"
 
 	"github.com/coder/websocket"
+
+	"github.com/rtsptunnel/rtsptunnel/relay/internal/testutil"
 )
 
 // countingListener counts the writes on its accepted connections.
@@ -46,7 +48,7 @@ func TestListenerOneWritePerMessage(t *testing.T) {
 	for _, corked := range []bool{true, false} {
 		name := map[bool]string{true: "corked", false: "plain"}[corked]
 		t.Run(name, func(t *testing.T) {
-			ctx := testCtx(t)
+			ctx := testutil.Context(t, testTimeout)
 			msg := make([]byte, 32<<10)
 			rand.Read(msg)
 			var writes atomic.Int64

@@ -1,14 +1,12 @@
 package wsserver
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"net"
-	"runtime"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -16,6 +14,8 @@ import (
 	"time"
 
 	"github.com/coder/websocket"
+
+	"github.com/rtsptunnel/rtsptunnel/relay/internal/testutil"
 )
 
 // freezer is a TCP proxy between the module and the relay. Once frozen it
@@ -107,7 +107,7 @@ type pinged struct {
 	c     *Conn           // the relay's side, as the core sees it
 	ws    *websocket.Conn // the module's side
 	proxy *freezer
-	logs  *syncBuffer
+	logs  *testutil.LogBuffer
 	pings *atomic.Int64 // pings the module received
 }
 
@@ -115,12 +115,12 @@ type pinged struct {
 // ping settings. Everything is closed when the test ends.
 func pingPair(t *testing.T, interval, timeout time.Duration) pinged {
 	t.Helper()
-	ctx := testCtx(t)
+	ctx := testutil.Context(t, testTimeout)
 	got := make(chan *Conn, 1)
 	release := make(chan struct{})
-	logs := &syncBuffer{}
+	logs := &testutil.LogBuffer{}
 	h := &Handler{
-		Logger:       slog.New(slog.NewJSONHandler(logs, nil)),
+		Logger:       logs.Logger(slog.LevelInfo),
 		PingInterval: interval,
 		PingTimeout:  timeout,
 		Acceptor: fakeAcceptor{func(_, _ string, up func() (net.Conn, error)) error {
@@ -167,14 +167,7 @@ func pingPair(t *testing.T, interval, timeout time.Duration) pinged {
 
 // pingLoops counts the goroutines running a Conn's ping loop.
 func pingLoops() int {
-	buf := make([]byte, 1<<20)
-	for {
-		n := runtime.Stack(buf, true)
-		if n < len(buf) {
-			return bytes.Count(buf[:n], []byte("wsserver.(*Conn).pingLoop("))
-		}
-		buf = make([]byte, 2*len(buf))
-	}
+	return strings.Count(testutil.Stacks(), "wsserver.(*Conn).pingLoop(")
 }
 
 // waitPingLoops polls until n ping loops run, and fails the test when the
@@ -193,7 +186,7 @@ func waitPingLoops(ctx context.Context, t *testing.T, n int) {
 // TestPingHealthyPeer: a module that reads answers pings, and a tunnel whose
 // consumer keeps a read pending stays open across many ping intervals.
 func TestPingHealthyPeer(t *testing.T) {
-	ctx := testCtx(t)
+	ctx := testutil.Context(t, testTimeout)
 	// The pong timeout is generous: the test is about pings not harming a
 	// healthy tunnel, on however loaded a machine.
 	s := pingPair(t, 50*time.Millisecond, 5*time.Second)
@@ -255,8 +248,13 @@ func TestPingFrozenPeer(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			ctx := testCtx(t) // the generous bound: detection is due after 300 ms
-			s := pingPair(t, 100*time.Millisecond, 200*time.Millisecond)
+			ctx := testutil.Context(t, testTimeout)
+			// Detection is due 2.1 s after the freeze, well inside the
+			// test's 10 s. The 2 s pong timeout is far beyond what a
+			// loaded machine takes to answer a ping while the module
+			// reads (the healthy phase before the freeze, including the
+			// setup before its first Read), so only the freeze trips it.
+			s := pingPair(t, 100*time.Millisecond, 2*time.Second)
 			// The tunnel works, then the link freezes.
 			if _, err := s.c.Write([]byte("before")); err != nil {
 				t.Fatal(err)
@@ -310,7 +308,7 @@ func TestPingGoroutine(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			ctx := testCtx(t)
+			ctx := testutil.Context(t, testTimeout)
 			waitPingLoops(ctx, t, 0) // earlier tests' connections are gone
 			s := pingPair(t, tt.interval, 0)
 			go s.ws.Read(ctx) // to answer Close's close frame

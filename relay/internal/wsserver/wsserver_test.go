@@ -17,6 +17,7 @@ import (
 
 	"github.com/coder/websocket"
 
+	"github.com/rtsptunnel/rtsptunnel/relay/internal/testutil"
 	"github.com/rtsptunnel/rtsptunnel/relay/internal/token"
 )
 
@@ -29,29 +30,14 @@ func (f fakeAcceptor) AcceptModule(id, tok string, up func() (net.Conn, error)) 
 	return f.accept(id, tok, up)
 }
 
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-func (s *syncBuffer) String() string { s.mu.Lock(); defer s.mu.Unlock(); return s.b.String() }
-
-func testCtx(t *testing.T) context.Context {
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	t.Cleanup(cancel)
-	return ctx
-}
+// testTimeout is every test's deadline.
+const testTimeout = 10 * time.Second
 
 // serve starts the handler with accept and returns the ws:// base URL.
-func serve(t *testing.T, prefix string, accept func(string, string, func() (net.Conn, error)) error) (string, *syncBuffer) {
+func serve(t *testing.T, prefix string, accept func(string, string, func() (net.Conn, error)) error) (string, *testutil.LogBuffer) {
 	t.Helper()
-	logs := &syncBuffer{}
-	h := &Handler{Acceptor: fakeAcceptor{accept}, Prefix: prefix, Logger: slog.New(slog.NewJSONHandler(logs, nil))}
+	logs := &testutil.LogBuffer{}
+	h := &Handler{Acceptor: fakeAcceptor{accept}, Prefix: prefix, Logger: logs.Logger(slog.LevelInfo)}
 	return serveHandler(t, h), logs
 }
 
@@ -74,7 +60,7 @@ func dial(ctx context.Context, url, tok string) (*websocket.Conn, *http.Response
 }
 
 func TestRouting(t *testing.T) {
-	ctx := testCtx(t)
+	ctx := testutil.Context(t, testTimeout)
 	var mu sync.Mutex
 	var gotID, gotTok string
 	base, logs := serve(t, "/relay", func(id, tok string, up func() (net.Conn, error)) error {
@@ -151,7 +137,7 @@ func TestBearer(t *testing.T) {
 // the test ends.
 func pair(t *testing.T) (*Conn, *websocket.Conn) {
 	t.Helper()
-	ctx := testCtx(t)
+	ctx := testutil.Context(t, testTimeout)
 	got := make(chan *Conn, 1)
 	release := make(chan struct{})
 	base, _ := serve(t, "", func(_, _ string, up func() (net.Conn, error)) error {
@@ -184,7 +170,7 @@ func pair(t *testing.T) (*Conn, *websocket.Conn) {
 }
 
 func TestConnStream(t *testing.T) {
-	ctx := testCtx(t)
+	ctx := testutil.Context(t, testTimeout)
 	c, ws := pair(t)
 	// Each Write is one binary message.
 	if _, err := c.Write([]byte("hello")); err != nil {
@@ -221,7 +207,7 @@ func TestConnStream(t *testing.T) {
 // stream intact, ends without error at the module's normal close, and fails
 // on a text message.
 func TestConnWriteTo(t *testing.T) {
-	ctx := testCtx(t)
+	ctx := testutil.Context(t, testTimeout)
 	c, ws := pair(t)
 	msgs := [][]byte{[]byte("ab"), bytes.Repeat([]byte("x"), bufSize), bytes.Repeat([]byte("y"), 3*bufSize+5), []byte("z")}
 	go func() {
@@ -270,7 +256,7 @@ func TestConnEOF(t *testing.T) {
 }
 
 func TestConnCloseCodes(t *testing.T) {
-	ctx := testCtx(t)
+	ctx := testutil.Context(t, testTimeout)
 	for _, tt := range []struct {
 		name  string
 		close func(*Conn) error
@@ -291,7 +277,7 @@ func TestConnCloseCodes(t *testing.T) {
 }
 
 func TestConnDeadline(t *testing.T) {
-	ctx := testCtx(t)
+	ctx := testutil.Context(t, testTimeout)
 	// Expired before the call: the call fails, the connection lives on.
 	c, ws := pair(t)
 	c.SetReadDeadline(time.Now().Add(-time.Second))
@@ -317,7 +303,7 @@ func TestConnDeadline(t *testing.T) {
 }
 
 func TestConnContext(t *testing.T) {
-	ctx := testCtx(t)
+	ctx := testutil.Context(t, testTimeout)
 	cctx, cancel := context.WithCancel(ctx)
 	got := make(chan *Conn, 1)
 	base, _ := serve(t, "", func(_, _ string, up func() (net.Conn, error)) error {
