@@ -9,6 +9,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/rtsptunnel/rtsptunnel/tests/internal/testutil"
 )
 
 // chromiumPath is Debian's Chromium; the test never downloads a browser.
@@ -89,7 +91,7 @@ func TestBrowserPlays(t *testing.T) {
 	}
 	// The person pressed Stop: the page hung up, and the tunnel closes
 	// after the linger.
-	waitUntil(t, ctx, "the browser's session to end and the tunnel to close", func() bool {
+	testutil.WaitUntil(t, ctx, "the browser's session to end and the tunnel to close", func() bool {
 		m := wc.relayMetrics(ctx)
 		return metricValue(m, `relay_webrtc_viewers{camera="door"}`) == 0 &&
 			metricValue(m, `relay_upstream_state{camera="door",state="idle"}`) == 1

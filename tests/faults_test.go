@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/rtsptunnel/rtsptunnel/tests/internal/harness"
+	"github.com/rtsptunnel/rtsptunnel/tests/internal/testutil"
 )
 
 // Module pings in the fault tests: a dead relay is found within
@@ -93,13 +94,13 @@ func TestRelayKilled(t *testing.T) {
 			playCtx, stopPlayer := context.WithCancel(ctx)
 			defer stopPlayer()
 			go harness.FFProbe(playCtx, url1, time.Minute)
-			waitUntil(t, ctx, "video flowing", func() bool { return rc.cam.Plays() == 1 && rc.cam.ActiveConns() == 1 })
+			testutil.WaitUntil(t, ctx, "video flowing", func() bool { return rc.cam.Plays() == 1 && rc.cam.ActiveConns() == 1 })
 			id := rc.openSession(ctx)
 			time.Sleep(time.Second) // stream a while
 
 			start := time.Now()
 			tc.fault(t, rc)
-			waitUntil(t, ctx, "the module to free the camera", func() bool { return rc.cam.ActiveConns() == 0 })
+			testutil.WaitUntil(t, ctx, "the module to free the camera", func() bool { return rc.cam.ActiveConns() == 0 })
 			freed := time.Since(start)
 			bound := faultPingInterval + faultPingTimeout
 			if freed > bound+faultSlack {
@@ -147,7 +148,7 @@ func TestModuleKilled(t *testing.T) {
 	for _, name := range []string{"cam1", "cam2"} {
 		go harness.FFProbe(playCtx, rc.ready.Camera(name), time.Minute)
 	}
-	waitUntil(t, ctx, "video flowing from both cameras", func() bool { return rc.cam.Plays() == 1 && rc.cam2.Plays() == 1 })
+	testutil.WaitUntil(t, ctx, "video flowing from both cameras", func() bool { return rc.cam.Plays() == 1 && rc.cam2.Plays() == 1 })
 	var ids []string
 	rc.waitReported(ctx, "two open sessions", func(rep map[string]any) bool {
 		ids = ids[:0]
@@ -178,7 +179,7 @@ func TestModuleKilled(t *testing.T) {
 			return body["sessionId"] == id
 		})
 	}
-	waitUntil(t, ctx, "the cameras freed", func() bool { return rc.cam.ActiveConns() == 0 && rc.cam2.ActiveConns() == 0 })
+	testutil.WaitUntil(t, ctx, "the cameras freed", func() bool { return rc.cam.ActiveConns() == 0 && rc.cam2.ActiveConns() == 0 })
 	stopPlayers()
 
 	rc.startModule(ctx, rc.moduleEnv...)
@@ -250,7 +251,7 @@ func TestHubHalfOpen(t *testing.T) {
 	if err := s.WaitConnected(ctx); err != nil {
 		t.Fatal(err)
 	}
-	waitUntil(t, ctx, "video flowing", func() bool { return c.cam.Plays() == 1 })
+	testutil.WaitUntil(t, ctx, "video flowing", func() bool { return c.cam.Plays() == 1 })
 	time.Sleep(2 * time.Second)
 	dropped := c.cam.Dropped()
 	connects := c.emu.Connects(edgeDevice, moduleID)

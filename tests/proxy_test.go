@@ -2,17 +2,10 @@ package tests
 
 import (
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
-	"crypto/x509"
-	"crypto/x509/pkix"
 	"encoding/json"
-	"encoding/pem"
 	"errors"
 	"fmt"
 	"io"
-	"math/big"
 	"net"
 	"net/url"
 	"os"
@@ -24,6 +17,7 @@ import (
 	"time"
 
 	"github.com/rtsptunnel/rtsptunnel/tests/internal/harness"
+	"github.com/rtsptunnel/rtsptunnel/tests/internal/testutil"
 	"github.com/rtsptunnel/rtsptunnel/tools/camerasim/camera"
 	"github.com/rtsptunnel/rtsptunnel/tools/edgeemu/emulator"
 )
@@ -242,7 +236,7 @@ func TestSquidInThePath(t *testing.T) {
 	})
 	t.Cleanup(relayProxy.Close)
 	dir := t.TempDir()
-	relayCA, cert, key := writeNamedCert(t, dir, "relay", relayName)
+	relayCA, cert, key := testutil.WriteCert(t, dir, "relay", testutil.Leaf{CommonName: "relay", DNSNames: []string{relayName}})
 	relayBin := build(t, harness.Relay)
 	relay, err := harness.Start(ctx, "relay", relayBin, []string{
 		"--tls-cert", cert, "--tls-key", key,
@@ -346,7 +340,7 @@ func TestSquidInThePath(t *testing.T) {
 				return strings.Contains(fmt.Sprint(sum["lastError"]), tc.cause)
 			})
 			t.Logf("%d %s", status, body)
-			waitUntil(t, ctx, "squid's log of the refusal", func() bool {
+			testutil.WaitUntil(t, ctx, "squid's log of the refusal", func() bool {
 				return hasAccess(pn.squid.AccessLog(), edgeIP, "CONNECT", relayName+":"+strconv.Itoa(tc.port), tc.result, "")
 			})
 		})
@@ -366,7 +360,7 @@ func TestSquidInThePath(t *testing.T) {
 		{"the relay's IoT Hub REST CONNECT", proxyIP, hubName + ":" + strconv.Itoa(hubPort)},
 	}
 	for _, w := range want {
-		waitUntil(t, ctx, "squid's log of "+w.what, func() bool {
+		testutil.WaitUntil(t, ctx, "squid's log of "+w.what, func() bool {
 			return hasAccess(pn.squid.AccessLog(), w.client, "CONNECT", w.host, "TCP_TUNNEL/200", proxyUser)
 		})
 	}
@@ -415,54 +409,4 @@ func port(t *testing.T, addr string) int {
 		t.Fatal(err)
 	}
 	return n
-}
-
-// writeNamedCert writes a new CA and a server certificate for the DNS names
-// into dir, and returns the three PEM file paths.
-func writeNamedCert(t *testing.T, dir, name string, dnsNames ...string) (caFile, certFile, keyFile string) {
-	t.Helper()
-	now := time.Now()
-	caKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	caTmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: name + " test CA"},
-		NotBefore: now.Add(-time.Hour), NotAfter: now.Add(24 * time.Hour),
-		IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign,
-	}
-	caDER, err := x509.CreateCertificate(rand.Reader, caTmpl, caTmpl, &caKey.PublicKey, caKey)
-	if err != nil {
-		t.Fatal(err)
-	}
-	caCert, _ := x509.ParseCertificate(caDER)
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(2), Subject: pkix.Name{CommonName: name},
-		NotBefore: now.Add(-time.Hour), NotAfter: now.Add(24 * time.Hour),
-		DNSNames: dnsNames, KeyUsage: x509.KeyUsageDigitalSignature,
-		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, caCert, &key.PublicKey, caKey)
-	if err != nil {
-		t.Fatal(err)
-	}
-	keyDER, err := x509.MarshalECPrivateKey(key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	caFile, certFile, keyFile = filepath.Join(dir, name+"-ca.pem"), filepath.Join(dir, name+"-cert.pem"), filepath.Join(dir, name+"-key.pem")
-	for f, b := range map[string][]byte{
-		caFile:   pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: caDER}),
-		certFile: pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}),
-		keyFile:  pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: keyDER}),
-	} {
-		if err := os.WriteFile(f, b, 0o600); err != nil {
-			t.Fatal(err)
-		}
-	}
-	return caFile, certFile, keyFile
 }

@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/rtsptunnel/rtsptunnel/tests/internal/testutil"
 	"github.com/rtsptunnel/rtsptunnel/tools/camerasim/camera"
 )
 
@@ -66,7 +67,7 @@ func TestRelayExpiredTokenEndToEnd(t *testing.T) {
 		status, _ := bufio.NewReader(player).ReadString('\n')
 		reply <- strings.TrimSpace(status)
 	}()
-	waitUntil(t, ctx, "the module to dial the relay (frozen link)", func() bool { return rc.link.Total() > before })
+	testutil.WaitUntil(t, ctx, "the module to dial the relay (frozen link)", func() bool { return rc.link.Total() > before })
 	time.Sleep(2500 * time.Millisecond) // let the 1 s token expire: setup, not a verdict
 	rc.link.Thaw()
 
@@ -78,7 +79,7 @@ func TestRelayExpiredTokenEndToEnd(t *testing.T) {
 	case <-ctx.Done():
 		t.Fatal("the player got no answer")
 	}
-	waitUntil(t, ctx, "the relay's session closed line", func() bool { return len(sessionClosedLines(rc.relay)) > 0 })
+	testutil.WaitUntil(t, ctx, "the relay's session closed line", func() bool { return len(sessionClosedLines(rc.relay)) > 0 })
 	refused := logLines(rc.relay, "module connection refused")
 	if len(refused) == 0 || !strings.Contains(fmt.Sprint(refused[len(refused)-1]["reason"]), "expired") {
 		t.Errorf("relay's refusal lines %v, want one naming the expired token", refused)

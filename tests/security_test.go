@@ -7,7 +7,6 @@ import (
 	"encoding/json"
 	"errors"
 	"io"
-	"log/slog"
 	"net"
 	"net/url"
 	"strings"
@@ -17,6 +16,7 @@ import (
 	"time"
 
 	"github.com/rtsptunnel/rtsptunnel/tests/internal/harness"
+	"github.com/rtsptunnel/rtsptunnel/tests/internal/testutil"
 	"github.com/rtsptunnel/rtsptunnel/tools/edgeemu/emulator"
 )
 
@@ -266,7 +266,7 @@ func TestRemoteTLSVerification(t *testing.T) {
 	if n := s.Attempts(); n != 0 {
 		t.Errorf("%d HTTP requests reached the untrusted endpoint", n)
 	}
-	waitUntil(t, ctx, "the camera connection closed", func() bool { return c.cam.ActiveConns() == 0 })
+	testutil.WaitUntil(t, ctx, "the camera connection closed", func() bool { return c.cam.ActiveConns() == 0 })
 	line := waitLog(t, ctx, c.module, "session open failed", nil)
 	t.Logf("untrusted certificate: %d %s; log error %q", status, raw, line["error"])
 	if !strings.Contains(mustJSON(line), "certificate") {
@@ -288,9 +288,9 @@ func TestSecretsNeverLeak(t *testing.T) {
 	t.Parallel()
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
-	var emuLog syncBuffer
+	var emuLog testutil.LogBuffer
 	rc := newRelayChain(t, ctx, relayOptions{recordHub: true, emu: emulator.Options{
-		Logger: slog.New(slog.NewJSONHandler(&emuLog, &slog.HandlerOptions{Level: slog.LevelDebug})),
+		Logger: emuLog.Logger(),
 	}})
 	c := rc.chain
 
@@ -321,7 +321,7 @@ func TestSecretsNeverLeak(t *testing.T) {
 	if len(relayTokens) == 0 {
 		t.Fatal("no relay session token recorded")
 	}
-	waitUntil(t, ctx, "the relay's session to close", func() bool {
+	testutil.WaitUntil(t, ctx, "the relay's session to close", func() bool {
 		return metricValue(rc.relayMetrics(ctx), `relay_sessions_total{camera="cam1",outcome="ok"}`) == 1
 	})
 
@@ -374,24 +374,6 @@ func TestSecretsNeverLeak(t *testing.T) {
 		}
 		return n
 	}(), len(secrets))
-}
-
-// syncBuffer is a goroutine-safe log sink.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
 
 // TestReportedSizeAtMaxSessions opens the maximum number of sessions (200

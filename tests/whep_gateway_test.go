@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/rtsptunnel/rtsptunnel/tests/internal/harness"
+	"github.com/rtsptunnel/rtsptunnel/tests/internal/testutil"
 )
 
 // TestWHEPGateway runs the real binaries with browser playback on.
@@ -76,7 +77,7 @@ func TestWHEPGateway(t *testing.T) {
 		}
 	}
 	// 50 frames: two seconds of the clip, past at least one keyframe.
-	waitUntil(t, ctx, "every WebRTC viewer to receive 50 frames", func() bool {
+	testutil.WaitUntil(t, ctx, "every WebRTC viewer to receive 50 frames", func() bool {
 		for _, v := range vs {
 			if v.frames.Load() < 50 {
 				return false
@@ -126,7 +127,7 @@ func TestWHEPGateway(t *testing.T) {
 	if toWebRTC < fromEdge {
 		t.Errorf("WebRTC viewers got %v bytes for %v from the edge: no fan-out", toWebRTC, fromEdge)
 	}
-	waitUntil(t, ctx, "every viewer gone and the shared tunnel closed", func() bool {
+	testutil.WaitUntil(t, ctx, "every viewer gone and the shared tunnel closed", func() bool {
 		m := wc.relayMetrics(ctx)
 		return metricValue(m, `relay_webrtc_viewers{camera="door"}`) == 0 &&
 			metricValue(m, `relay_upstream_state{camera="door",state="idle"}`) == 1

@@ -23,10 +23,22 @@ type Probe struct {
 	Elapsed time.Duration
 }
 
+// FFProbeIOTimeout is ffprobe's socket I/O timeout in [FFProbe]: a server
+// silent this long ends the run with an error.
+const FFProbeIOTimeout = 10 * time.Second
+
 // FFProbe reads dur of video from url with ffprobe over TCP-interleaved RTSP
 // (the transport a tunnel carries) and counts the packets. ffprobe is the
 // independent client: it knows nothing of this project.
 func FFProbe(ctx context.Context, url string, dur time.Duration) (Probe, error) {
+	return FFProbeTimeout(ctx, url, dur, FFProbeIOTimeout)
+}
+
+// FFProbeTimeout is [FFProbe] with ffprobe's socket I/O timeout set to
+// ioTimeout (whole microseconds): a test that asserts a server ends a
+// connection gives ffprobe a long one, so that its own timeout cannot pass
+// for the server's doing.
+func FFProbeTimeout(ctx context.Context, url string, dur, ioTimeout time.Duration) (Probe, error) {
 	path, err := exec.LookPath("ffprobe")
 	if err != nil {
 		return Probe{}, fmt.Errorf("ffprobe not found (install ffmpeg, e.g. scripts/setup.sh): %w", err)
@@ -34,7 +46,7 @@ func FFProbe(ctx context.Context, url string, dur time.Duration) (Probe, error) 
 	args := []string{
 		"-v", "error",
 		"-rtsp_transport", "tcp",
-		"-timeout", "10000000", // socket I/O timeout, µs
+		"-timeout", strconv.FormatInt(ioTimeout.Microseconds(), 10), // socket I/O timeout
 		"-select_streams", "v:0",
 		"-read_intervals", fmt.Sprintf("%%+%.1f", dur.Seconds()),
 		"-show_entries", "packet=size,flags",

@@ -2,17 +2,11 @@ package suite
 
 import (
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
 	"crypto/rand"
-	"crypto/x509"
-	"crypto/x509/pkix"
 	"encoding/hex"
 	"encoding/json"
-	"encoding/pem"
 	"fmt"
 	"io"
-	"math/big"
 	"net"
 	"net/http"
 	"net/url"
@@ -25,6 +19,7 @@ import (
 
 	"github.com/rtsptunnel/rtsptunnel/tests/bench/internal/load"
 	"github.com/rtsptunnel/rtsptunnel/tests/internal/harness"
+	"github.com/rtsptunnel/rtsptunnel/tests/internal/testutil"
 	"github.com/rtsptunnel/rtsptunnel/tools/camerasim/camera"
 )
 
@@ -463,53 +458,14 @@ func (e *env) startTLSForwarders(ctx context.Context) error {
 	return err
 }
 
-// writeCerts writes a CA and a server certificate for 127.0.0.1 (ECDSA P-256,
-// as the relay's --self-signed) for chisel's TLS.
+// writeCerts writes a CA and a server certificate for 127.0.0.1 and localhost
+// (ECDSA P-256, as the relay's --self-signed) for chisel's TLS.
 func writeCerts(dir string) (caFile, certFile, keyFile string, err error) {
-	caKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	ca, err := testutil.NewCA("bench CA")
 	if err != nil {
 		return "", "", "", err
 	}
-	now := time.Now()
-	caTmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "bench CA"},
-		NotBefore: now.Add(-time.Hour), NotAfter: now.Add(24 * time.Hour),
-		IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign,
-	}
-	caDER, err := x509.CreateCertificate(rand.Reader, caTmpl, caTmpl, &caKey.PublicKey, caKey)
-	if err != nil {
-		return "", "", "", err
-	}
-	caCert, _ := x509.ParseCertificate(caDER)
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		return "", "", "", err
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(2), Subject: pkix.Name{CommonName: "127.0.0.1"},
-		NotBefore: now.Add(-time.Hour), NotAfter: now.Add(24 * time.Hour),
-		IPAddresses: []net.IP{net.IPv4(127, 0, 0, 1)}, DNSNames: []string{"localhost"},
-		KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, caCert, &key.PublicKey, caKey)
-	if err != nil {
-		return "", "", "", err
-	}
-	keyDER, err := x509.MarshalECPrivateKey(key)
-	if err != nil {
-		return "", "", "", err
-	}
-	caFile, certFile, keyFile = filepath.Join(dir, "chisel-ca.pem"), filepath.Join(dir, "chisel.pem"), filepath.Join(dir, "chisel-key.pem")
-	for f, b := range map[string]*pem.Block{
-		caFile:   {Type: "CERTIFICATE", Bytes: caDER},
-		certFile: {Type: "CERTIFICATE", Bytes: der},
-		keyFile:  {Type: "EC PRIVATE KEY", Bytes: keyDER},
-	} {
-		if err := os.WriteFile(f, pem.EncodeToMemory(b), 0o600); err != nil {
-			return "", "", "", err
-		}
-	}
-	return caFile, certFile, keyFile, nil
+	return ca.WriteFiles(dir, "chisel", testutil.Localhost("127.0.0.1"))
 }
 
 // freeAddr returns a loopback address with a port that was free a moment ago.
