@@ -2,19 +2,12 @@ package identity
 
 import (
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
 	"crypto/hmac"
-	"crypto/rand"
 	"crypto/sha256"
 	"crypto/tls"
-	"crypto/x509"
-	"crypto/x509/pkix"
 	"encoding/base64"
 	"encoding/json"
-	"encoding/pem"
 	"errors"
-	"math/big"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -26,64 +19,18 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/rtsptunnel/rtsptunnel/modules/rtsptunnel/internal/testutil"
 )
 
 const testKey = "c2VjcmV0LWtleS1mb3ItdGVzdHMtb25seS0xMjM0NTY=" // base64("secret-key-for-tests-only-123456")
 
-// testCA is a throwaway CA with one server certificate for "gateway.test".
-type testCA struct {
-	pem    []byte
-	server tls.Certificate
-}
-
-func newTestCA(t *testing.T, serverName string) *testCA {
-	t.Helper()
-	caKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	caTmpl := &x509.Certificate{
-		SerialNumber:          big.NewInt(1),
-		Subject:               pkix.Name{CommonName: "test CA"},
-		NotBefore:             time.Now().Add(-time.Hour),
-		NotAfter:              time.Now().Add(time.Hour),
-		IsCA:                  true,
-		BasicConstraintsValid: true,
-		KeyUsage:              x509.KeyUsageCertSign,
-	}
-	caDER, err := x509.CreateCertificate(rand.Reader, caTmpl, caTmpl, &caKey.PublicKey, caKey)
-	if err != nil {
-		t.Fatal(err)
-	}
-	caCert, _ := x509.ParseCertificate(caDER)
-	srvKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	srvTmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(2),
-		Subject:      pkix.Name{CommonName: serverName},
-		DNSNames:     []string{serverName},
-		NotBefore:    time.Now().Add(-time.Hour),
-		NotAfter:     time.Now().Add(time.Hour),
-		KeyUsage:     x509.KeyUsageDigitalSignature,
-		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-	}
-	srvDER, err := x509.CreateCertificate(rand.Reader, srvTmpl, caCert, &srvKey.PublicKey, caKey)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return &testCA{
-		pem:    pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: caDER}),
-		server: tls.Certificate{Certificate: [][]byte{srvDER}, PrivateKey: srvKey},
-	}
-}
-
-// handshake runs a TLS handshake of cfg against a server presenting
-// ca.server over loopback TCP (net.Pipe is unbuffered and deadlocks when the
+// handshake runs a TLS handshake of cfg against a server presenting a
+// certificate ca issued for "gateway.test", over loopback TCP (net.Pipe is unbuffered and deadlocks when the
 // client rejects the server's flight while the server is still writing it).
-func handshake(t *testing.T, ctx context.Context, cfg *tls.Config, ca *testCA) error {
+func handshake(t *testing.T, ctx context.Context, cfg *tls.Config, ca *testutil.CA) error {
 	t.Helper()
+	server := ca.Leaf(t, "gateway.test")
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -98,7 +45,7 @@ func handshake(t *testing.T, ctx context.Context, cfg *tls.Config, ca *testCA) e
 			return
 		}
 		defer c.Close()
-		_ = tls.Server(c, &tls.Config{Certificates: []tls.Certificate{ca.server}}).HandshakeContext(ctx)
+		_ = tls.Server(c, &tls.Config{Certificates: []tls.Certificate{server}}).HandshakeContext(ctx)
 	}()
 	c, err := net.Dial("tcp", ln.Addr().String())
 	if err != nil {
@@ -231,12 +178,12 @@ func checkToken(t *testing.T, tok string, resource string, expiry time.Time) {
 func TestEdgeWorkload(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	ca := newTestCA(t, "gateway.test")
-	other := newTestCA(t, "gateway.test")
+	ca := testutil.NewCA(t, "test CA")
+	other := testutil.NewCA(t, "test CA")
 
 	for _, scheme := range []string{"unix", "http"} {
 		t.Run(scheme, func(t *testing.T) {
-			wl := &workload{bundle: string(ca.pem), module: "rtsptunnel", genID: "gen1"}
+			wl := &workload{bundle: string(ca.PEM), module: "rtsptunnel", genID: "gen1"}
 			uri := serveUnix(t, wl)
 			if scheme == "http" {
 				srv := httptest.NewServer(wl)
@@ -281,7 +228,7 @@ func TestEdgeWorkload(t *testing.T) {
 func TestEdgeWorkloadErrors(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	ca := newTestCA(t, "gateway.test")
+	ca := testutil.NewCA(t, "test CA")
 
 	tests := []struct {
 		name     string
@@ -304,7 +251,7 @@ func TestEdgeWorkloadErrors(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			tt.wl.module, tt.wl.genID = "rtsptunnel", "gen1"
 			if tt.wl.bundle == "" && tt.wl.bundleErr == 0 && tt.name != "empty CA" {
-				tt.wl.bundle = string(ca.pem)
+				tt.wl.bundle = string(ca.PEM)
 			}
 			m := edgeEnv(serveUnix(t, tt.wl))
 			if tt.env != nil {
@@ -328,21 +275,12 @@ func TestEdgeWorkloadErrors(t *testing.T) {
 	}
 }
 
-func writeFile(t *testing.T, name string, b []byte) string {
-	t.Helper()
-	p := filepath.Join(t.TempDir(), name)
-	if err := os.WriteFile(p, b, 0o600); err != nil {
-		t.Fatal(err)
-	}
-	return p
-}
-
 func TestConnectionStringModes(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	ca := newTestCA(t, "gateway.test")
-	caFile := writeFile(t, "ca.pem", ca.pem)
-	badCA := writeFile(t, "bad.pem", []byte("not a certificate"))
+	ca := testutil.NewCA(t, "test CA")
+	caFile := testutil.WriteFile(t, "ca.pem", ca.PEM)
+	badCA := testutil.WriteFile(t, "bad.pem", []byte("not a certificate"))
 
 	tests := []struct {
 		name                      string
@@ -501,8 +439,8 @@ func TestTokenCancelled(t *testing.T) {
 	// A workload API that never answers: Token must return when ctx is done.
 	block := make(chan struct{})
 	defer close(block)
-	ca := newTestCA(t, "gateway.test")
-	wl := &workload{bundle: string(ca.pem), module: "rtsptunnel", genID: "gen1"}
+	ca := testutil.NewCA(t, "test CA")
+	wl := &workload{bundle: string(ca.PEM), module: "rtsptunnel", genID: "gen1"}
 	uri := serveUnix(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if strings.HasSuffix(r.URL.Path, "/sign") {
 			select {

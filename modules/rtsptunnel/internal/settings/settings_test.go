@@ -1,23 +1,16 @@
 package settings
 
 import (
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
-	"crypto/x509"
-	"crypto/x509/pkix"
 	"encoding/json"
-	"encoding/pem"
 	"errors"
-	"math/big"
-	"os"
-	"path/filepath"
 	"reflect"
 	"strings"
 	"testing"
 	"time"
 
 	"go.uber.org/goleak"
+
+	"github.com/rtsptunnel/rtsptunnel/modules/rtsptunnel/internal/testutil"
 )
 
 func TestMain(m *testing.M) {
@@ -79,28 +72,6 @@ func TestFieldNames(t *testing.T) {
 	}
 }
 
-func writeCA(t *testing.T) string {
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "test CA"},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
-		IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign,
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	path := filepath.Join(t.TempDir(), "ca.pem")
-	if err := os.WriteFile(path, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	return path
-}
-
 // valueCase is one value of one setting, in both syntaxes. An empty envText or
 // jsonText skips that syntax; want nil means the value must be rejected.
 type valueCase struct {
@@ -111,11 +82,8 @@ type valueCase struct {
 }
 
 func valueCases(t *testing.T) []valueCase {
-	ca := writeCA(t)
-	notPEM := filepath.Join(t.TempDir(), "not.pem")
-	if err := os.WriteFile(notPEM, []byte("hello"), 0o600); err != nil {
-		t.Fatal(err)
-	}
+	ca := testutil.NewCA(t, "test CA").WriteFile(t, "ca.pem")
+	notPEM := testutil.WriteFile(t, "not.pem", []byte("hello"))
 	return []valueCase{
 		// targets
 		{"targets", `{"554":"192.168.10.21:554"}`, `{"554":"192.168.10.21:554"}`, Targets{554: "192.168.10.21:554"}},
@@ -516,7 +484,7 @@ func TestRemoteRootCAs(t *testing.T) {
 		t.Fatalf("no file: %v, %v; want nil (system roots)", pool, err)
 	}
 	s := Defaults()
-	s.RemoteCAFile = writeCA(t)
+	s.RemoteCAFile = testutil.NewCA(t, "test CA").WriteFile(t, "ca.pem")
 	if pool, err = s.RemoteRootCAs(); pool == nil || err != nil {
 		t.Fatalf("with file: %v, %v", pool, err)
 	}

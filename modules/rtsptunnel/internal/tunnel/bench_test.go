@@ -3,6 +3,7 @@ package tunnel
 import (
 	"context"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -74,17 +75,7 @@ func benchmarkSplice(b *testing.B, useTLS bool) {
 	done := make(chan Result, 1)
 	go func() { done <- Splice(context.Background(), camera, ws, SpliceOptions{}) }()
 
-	payload := make([]byte, chunk)
-	b.SetBytes(chunk)
-	b.ReportAllocs()
-	b.ResetTimer()
-	cpu0 := cpuTime()
-	for range b.N {
-		if _, err := peer.Write(payload); err != nil {
-			b.Fatal(err)
-		}
-	}
-	peer.Close()
+	cpu0 := writeChunks(b, peer, chunk)
 	res := <-done
 	got := <-received
 	b.StopTimer()
@@ -121,23 +112,31 @@ func BenchmarkTCPRelayBaseline(b *testing.B) {
 		n, _ := io.Copy(io.Discard, remote)
 		received <- n
 	}()
-	payload := make([]byte, chunk)
-	b.SetBytes(chunk)
-	b.ReportAllocs()
-	b.ResetTimer()
-	cpu0 := cpuTime()
-	for range b.N {
-		if _, err := peer.Write(payload); err != nil {
-			b.Fatal(err)
-		}
-	}
-	peer.Close()
+	cpu0 := writeChunks(b, peer, chunk)
 	<-copied
 	if got := <-received; got != int64(b.N)*chunk {
 		b.Fatalf("received %d bytes", got)
 	}
 	b.StopTimer()
 	reportCPU(b, cpu0, int64(b.N)*chunk)
+}
+
+// writeChunks is the timed part of a throughput benchmark: it writes b.N
+// chunks of size bytes to the camera end peer and closes it, and returns
+// the process's CPU time when the timer started.
+func writeChunks(b *testing.B, peer net.Conn, size int) (cpu0 time.Duration) {
+	payload := make([]byte, size)
+	b.SetBytes(int64(size))
+	b.ReportAllocs()
+	b.ResetTimer()
+	cpu0 = cpuTime()
+	for range b.N {
+		if _, err := peer.Write(payload); err != nil {
+			b.Fatal(err)
+		}
+	}
+	peer.Close()
+	return cpu0
 }
 
 // cpuTime returns the CPU time (user + system) the process has used.

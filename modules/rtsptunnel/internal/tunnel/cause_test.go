@@ -10,6 +10,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/rtsptunnel/rtsptunnel/modules/rtsptunnel/internal/testutil"
 )
 
 // refusingProxy answers every CONNECT with status.
@@ -29,15 +31,7 @@ func refusingProxy(t *testing.T, status int) string {
 // and a short cause with no token, query string, proxy credentials or URL,
 // for the method answer and the twin (issue 14 item 9).
 func TestDialCauses(t *testing.T) {
-	ctx := testCtx(t, 60*time.Second)
-	closedPort := func() string {
-		ln, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer ln.Close()
-		return ln.Addr().String()
-	}
+	ctx := testutil.Context(t, 60*time.Second)
 	ok := newRemoteServer(t, nil)
 	unauthorized := newRemoteServer(t, func(w http.ResponseWriter, r *http.Request) { w.WriteHeader(401) })
 	notWS := newRemoteServer(t, func(w http.ResponseWriter, r *http.Request) { w.WriteHeader(200) })
@@ -57,8 +51,8 @@ func TestDialCauses(t *testing.T) {
 		{"proxy answers 403", "wss://relay.example.com:8443/t/1?sig=SECRETQ", withCreds(refusingProxy(t, 403)), true, ReasonProxyRefused, "the proxy refused CONNECT: 403 Forbidden"},
 		{"proxy answers 407", "wss://relay.example.com/t/1?sig=SECRETQ", withCreds(refusingProxy(t, 407)), true, ReasonProxyAuth, "the proxy refused CONNECT: 407 Proxy Authentication Required (check the credentials in HTTPS_PROXY)"},
 		{"proxy answers 502", "wss://relay.example.com/t/1?sig=SECRETQ", withCreds(refusingProxy(t, 502)), true, ReasonProxyRefused, "the proxy refused CONNECT: 502 Bad Gateway"},
-		{"proxy port refused", "wss://relay.example.com/t/1?sig=SECRETQ", withCreds("http://" + closedPort()), true, ReasonProxyUnreachable, "could not connect to the proxy: connection refused"},
-		{"endpoint refuses the connection", "wss://" + closedPort() + "/t/1?sig=SECRETQ", nil, true, ReasonRefused, "the endpoint refused the connection"},
+		{"proxy port refused", "wss://relay.example.com/t/1?sig=SECRETQ", withCreds("http://" + testutil.FreeAddr(t)), true, ReasonProxyUnreachable, "could not connect to the proxy: connection refused"},
+		{"endpoint refuses the connection", "wss://" + testutil.FreeAddr(t) + "/t/1?sig=SECRETQ", nil, true, ReasonRefused, "the endpoint refused the connection"},
 		{"untrusted certificate", ok.wss("/t/1?sig=SECRETQ"), nil, false, ReasonTLS, "TLS certificate verification failed: x509: certificate signed by unknown authority"},
 		{"endpoint answers 401", unauthorized.wss("/t/1?sig=SECRETQ"), nil, true, ReasonHTTPStatus, "the endpoint answered HTTP 401 Unauthorized"},
 		{"not a websocket", notWS.wss("/t/1?sig=SECRETQ"), nil, true, ReasonHandshake, "the endpoint's answer was not a websocket handshake"},

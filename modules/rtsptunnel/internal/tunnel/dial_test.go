@@ -18,6 +18,8 @@ import (
 	"time"
 
 	"github.com/coder/websocket"
+
+	"github.com/rtsptunnel/rtsptunnel/modules/rtsptunnel/internal/testutil"
 )
 
 const secretToken = "tok-SECRET-123"
@@ -82,7 +84,7 @@ func (rs *remoteServer) lastRequest() *http.Request {
 }
 
 func TestDialHeadersAndEcho(t *testing.T) {
-	ctx := testCtx(t, 10*time.Second)
+	ctx := testutil.Context(t, 10*time.Second)
 	rs := newRemoteServer(t, nil)
 	c, err := Dial(ctx, rs.wss("/tunnel/abc?sig=x"), DialOptions{Token: secretToken, UserAgent: UserAgent("1.2.3"), RootCAs: rs.roots(), HandshakeTimeout: 5 * time.Second})
 	if err != nil {
@@ -121,7 +123,7 @@ func TestDialHeadersAndEcho(t *testing.T) {
 // TestDialAbort: Abort fails a read blocked on a remote that sends nothing,
 // at once and without a close handshake.
 func TestDialAbort(t *testing.T) {
-	ctx := testCtx(t, 60*time.Second)
+	ctx := testutil.Context(t, 60*time.Second)
 	rs := newRemoteServer(t, func(w http.ResponseWriter, r *http.Request) {
 		c, err := websocket.Accept(w, r, nil)
 		if err != nil {
@@ -153,16 +155,8 @@ func TestDialAbort(t *testing.T) {
 }
 
 func TestDialErrors(t *testing.T) {
-	ctx := testCtx(t, 60*time.Second)
-	refused := func() string { // a port nobody listens on
-		ln, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		addr := ln.Addr().String()
-		ln.Close()
-		return addr
-	}()
+	ctx := testutil.Context(t, 60*time.Second)
+	refused := testutil.FreeAddr(t)                 // a port nobody listens on
 	silent, err := net.Listen("tcp", "127.0.0.1:0") // accepts, never answers
 	if err != nil {
 		t.Fatal(err)
@@ -304,7 +298,7 @@ func newConnectProxy(t *testing.T, backend string) *connectProxy {
 }
 
 func TestDialThroughProxy(t *testing.T) {
-	ctx := testCtx(t, 10*time.Second)
+	ctx := testutil.Context(t, 10*time.Second)
 	rs := newRemoteServer(t, nil)
 	proxy := newConnectProxy(t, rs.Listener.Addr().String())
 	proxyURL, _ := url.Parse(proxy.URL)
@@ -323,7 +317,7 @@ func TestDialThroughProxy(t *testing.T) {
 // reads HTTPS_PROXY and NO_PROXY only once per process.
 func TestDialHonoursProxyEnvironment(t *testing.T) {
 	if os.Getenv("TUNNEL_PROXY_CHILD") != "1" {
-		cmd := exec.CommandContext(testCtx(t, 60*time.Second), os.Args[0], "-test.run=^TestDialHonoursProxyEnvironment$", "-test.count=1")
+		cmd := exec.CommandContext(testutil.Context(t, 60*time.Second), os.Args[0], "-test.run=^TestDialHonoursProxyEnvironment$", "-test.count=1")
 		cmd.Env = append(os.Environ(), "TUNNEL_PROXY_CHILD=1")
 		out, err := cmd.CombinedOutput()
 		if err != nil || !strings.Contains(string(out), "PASS") {
@@ -331,7 +325,7 @@ func TestDialHonoursProxyEnvironment(t *testing.T) {
 		}
 		return
 	}
-	ctx := testCtx(t, 10*time.Second)
+	ctx := testutil.Context(t, 10*time.Second)
 	rs := newRemoteServer(t, nil)
 	proxy := newConnectProxy(t, rs.Listener.Addr().String())
 	t.Setenv("HTTPS_PROXY", proxy.URL)

@@ -13,6 +13,8 @@ import (
 	"time"
 
 	"github.com/coder/websocket"
+
+	"github.com/rtsptunnel/rtsptunnel/modules/rtsptunnel/internal/testutil"
 )
 
 func TestParseHostText(t *testing.T) {
@@ -110,7 +112,7 @@ func (d *recordingDialer) dial(_ context.Context, _, addr string) (net.Conn, err
 }
 
 func TestDialRefusesSpecialAddresses(t *testing.T) {
-	ctx := testCtx(t, 20*time.Second)
+	ctx := testutil.Context(t, 20*time.Second)
 	for _, tc := range []struct {
 		name     string
 		endpoint string
@@ -165,7 +167,7 @@ func TestDialRefusesSpecialAddresses(t *testing.T) {
 // TestDialConnectsToCheckedAddress: the address checked is the address
 // dialled (a second lookup could return another one: DNS rebinding).
 func TestDialConnectsToCheckedAddress(t *testing.T) {
-	ctx := testCtx(t, 20*time.Second)
+	ctx := testutil.Context(t, 20*time.Second)
 	rs := newRemoteServer(t, nil)
 	_, port, _ := net.SplitHostPort(rs.Listener.Addr().String())
 	var mu sync.Mutex
@@ -212,7 +214,7 @@ func TestDialConnectsToCheckedAddress(t *testing.T) {
 // (on loopback here, as a local squid would be), never the endpoint; the proxy
 // resolves the endpoint's name.
 func TestDialGuardLeavesProxyAlone(t *testing.T) {
-	ctx := testCtx(t, 20*time.Second)
+	ctx := testutil.Context(t, 20*time.Second)
 	rs := newRemoteServer(t, nil)
 	proxy := newConnectProxy(t, rs.Listener.Addr().String())
 	proxyURL, _ := url.Parse(proxy.URL)

@@ -17,6 +17,8 @@ import (
 	"time"
 
 	"github.com/coder/websocket"
+
+	"github.com/rtsptunnel/rtsptunnel/modules/rtsptunnel/internal/testutil"
 )
 
 // randomBytes returns n reproducible pseudo-random bytes.
@@ -55,7 +57,7 @@ func TestSpliceIntegrity(t *testing.T) {
 		tcp  bool
 	}{{"pipe", false}, {"tcp", true}} {
 		t.Run(tc.name, func(t *testing.T) {
-			ctx := testCtx(t, 30*time.Second)
+			ctx := testutil.Context(t, 30*time.Second)
 			const n = 6 << 20
 			up, down := randomBytes(n, 1), randomBytes(n, 2)
 			client, server, _ := wsPipe(t)
@@ -200,7 +202,7 @@ func TestSpliceEnds(t *testing.T) {
 		},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			ctx := testCtx(t, 10*time.Second)
+			ctx := testutil.Context(t, 10*time.Second)
 			spliceCtx, cancel := context.WithCancel(ctx)
 			defer cancel()
 			client, server, _ := wsPipe(t)
@@ -243,7 +245,7 @@ func TestSpliceEnds(t *testing.T) {
 // would make coder/websocket close the connection under the handshake (the
 // remote read EOF; a full CI run caught it in TestSpliceIntegrity).
 func TestSpliceCloseWithPingInFlight(t *testing.T) {
-	ctx := testCtx(t, 20*time.Second)
+	ctx := testutil.Context(t, 20*time.Second)
 	client, server, _ := wsPipe(t)
 	camera, peer := net.Pipe()
 	done := startSplice(ctx, camera, client, SpliceOptions{PingInterval: 5 * time.Millisecond, PingTimeout: 10 * time.Second})
@@ -263,7 +265,7 @@ func TestSpliceCloseWithPingInFlight(t *testing.T) {
 
 // TestSpliceIdleActivity checks that traffic in either direction keeps a tunnel alive.
 func TestSpliceIdleActivity(t *testing.T) {
-	ctx := testCtx(t, 10*time.Second)
+	ctx := testutil.Context(t, 10*time.Second)
 	client, server, _ := wsPipe(t)
 	camera, peer := net.Pipe()
 	go io.Copy(io.Discard, peer)
@@ -299,7 +301,7 @@ func TestSpliceIdleActivity(t *testing.T) {
 // TestSpliceDeadPeer: a remote that accepts bytes but never answers pings is
 // detected by the configured PingTimeout, without a close handshake.
 func TestSpliceDeadPeer(t *testing.T) {
-	ctx := testCtx(t, 90*time.Second)
+	ctx := testutil.Context(t, 90*time.Second)
 	client, _, raw := wsPipe(t)
 	go io.Copy(io.Discard, raw) // swallows pings: never a pong
 	camera, peer := net.Pipe()
@@ -326,7 +328,7 @@ func TestSpliceDeadPeer(t *testing.T) {
 
 // TestSplicePingsKeepLiveRemote: a responsive remote survives many pings.
 func TestSplicePingsKeepLiveRemote(t *testing.T) {
-	ctx := testCtx(t, 10*time.Second)
+	ctx := testutil.Context(t, 10*time.Second)
 	client, server, _ := wsPipe(t)
 	go readRemote(ctx, server) // reading answers pings
 	camera, peer := net.Pipe()
@@ -343,7 +345,7 @@ func TestSplicePingsKeepLiveRemote(t *testing.T) {
 // not grow, and another tunnel keeps full speed. Shutdown still ends the stalled
 // tunnel within its close timeout.
 func TestSpliceBackpressure(t *testing.T) {
-	ctx := testCtx(t, 90*time.Second)
+	ctx := testutil.Context(t, 90*time.Second)
 
 	// Tunnel A: remote never reads.
 	clientA, _, _ := wsPipe(t)
@@ -442,7 +444,7 @@ func TestSpliceAbortStalledRemote(t *testing.T) {
 		}, ReasonRemoteError},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			ctx := testCtx(t, 90*time.Second)
+			ctx := testutil.Context(t, 90*time.Second)
 			ws, server, _, clientRaw := wsPipeConns(t)
 			var aborted atomic.Bool
 			client := pipeConn(ws, closeSpy{clientRaw, &aborted})
@@ -515,7 +517,7 @@ func (w *writeCounter) Write(p []byte) (int, error) {
 // as few writes as the copy buffer allows, not one per read of the websocket
 // (crypto/tls returns a record, at most 16 KiB, per read).
 func TestSpliceMessageOneCameraWrite(t *testing.T) {
-	ctx := testCtx(t, 10*time.Second)
+	ctx := testutil.Context(t, 10*time.Second)
 	client, server, _ := wsPipe(t)
 	a, peer := tcpPipe(t)
 	camera := &writeCounter{Conn: a}

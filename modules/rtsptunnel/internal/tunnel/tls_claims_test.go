@@ -7,13 +7,15 @@ import (
 	"net/url"
 	"testing"
 	"time"
+
+	"github.com/rtsptunnel/rtsptunnel/modules/rtsptunnel/internal/testutil"
 )
 
 // TestDialRefusesOldTLS: SECURITY.md "TLS 1.2 is the minimum everywhere" for
 // the websocket to the remote endpoint: a server that speaks at most TLS 1.1
 // is refused before any HTTP request (and so before the token) is sent.
 func TestDialRefusesOldTLS(t *testing.T) {
-	ctx := testCtx(t, 20*time.Second)
+	ctx := testutil.Context(t, 20*time.Second)
 	requests := 0
 	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(http.ResponseWriter, *http.Request) { requests++ }))
 	srv.TLS = &tls.Config{MinVersion: tls.VersionTLS10, MaxVersion: tls.VersionTLS11}
