@@ -2,8 +2,6 @@ package app
 
 import (
 	"crypto/tls"
-	"io"
-	"log/slog"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -11,7 +9,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
 	"github.com/rtsptunnel/rtsptunnel/relay/internal/config"
 )
 
@@ -40,20 +37,7 @@ func TestWebsocketListenerRefusesOldTLS(t *testing.T) {
 		t.Skipf("this Go refuses TLS 1.1 even with tls10server=1 (%v): nothing to tell apart", err)
 	}
 
-	cfg := config.Default()
-	cfg.WebsocketListen, cfg.MetricsListen = "127.0.0.1:0", ""
-	cfg.IoTHub.ConnectionString = "HostName=h;SharedAccessKeyName=s;SharedAccessKey=a2V5"
-	cfg.AllowAnonymous, cfg.RTSPListen = true, "127.0.0.1:0"
-	cfg.SelfSigned = true
-	cfg.Cameras = []config.Camera{{Name: "c", DeviceID: "d", LocalPort: 554, Mode: config.ModePassthrough, Listen: "127.0.0.1:0"}}
-	if err := cfg.Validate(); err != nil {
-		t.Fatal(err)
-	}
-	a := &App{Config: cfg, Logger: slog.New(slog.NewTextHandler(io.Discard, nil)), Registry: prometheus.NewRegistry()}
-	if err := a.Initialize(); err != nil {
-		t.Fatal(err)
-	}
-	defer a.Close()
+	a := startApp(t, minimalConfig(func(c *config.Config) { c.SelfSigned = true }))
 	u, err := url.Parse(a.Ready().WebsocketURL)
 	if err != nil {
 		t.Fatal(err)

@@ -5,15 +5,12 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/pem"
-	"io"
-	"log/slog"
 	"net/http"
 	"os"
 	"strings"
 	"testing"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/rtsptunnel/rtsptunnel/relay/internal/config"
 	"github.com/rtsptunnel/rtsptunnel/relay/internal/testutil"
@@ -66,20 +63,7 @@ func TestWebsocketTLSModes(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 			defer cancel()
-			cfg := config.Default()
-			cfg.WebsocketListen, cfg.MetricsListen = "127.0.0.1:0", ""
-			cfg.IoTHub.ConnectionString = "HostName=h;SharedAccessKeyName=s;SharedAccessKey=a2V5"
-			cfg.AllowAnonymous, cfg.RTSPListen = true, "127.0.0.1:0"
-			cfg.Cameras = []config.Camera{{Name: "c", DeviceID: "d", LocalPort: 554, Mode: config.ModePassthrough, Listen: "127.0.0.1:0"}}
-			tt.set(cfg)
-			if err := cfg.Validate(); err != nil {
-				t.Fatal(err)
-			}
-			a := &App{Config: cfg, Logger: slog.New(slog.NewTextHandler(io.Discard, nil)), Registry: prometheus.NewRegistry()}
-			if err := a.Initialize(); err != nil {
-				t.Fatal(err)
-			}
-			defer a.Close()
+			a := startApp(t, minimalConfig(tt.set))
 			u := a.Ready().WebsocketURL
 			if !strings.HasPrefix(u, tt.scheme+"://127.0.0.1:") {
 				t.Fatalf("websocketURL %q", u)
@@ -122,13 +106,7 @@ func TestInitializeErrorsNameTheSetting(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			cfg := config.Default()
-			cfg.WebsocketListen, cfg.MetricsListen = "127.0.0.1:0", ""
-			cfg.IoTHub.ConnectionString = "HostName=h;SharedAccessKeyName=s;SharedAccessKey=a2V5"
-			cfg.AllowAnonymous, cfg.RTSPListen = true, "127.0.0.1:0"
-			cfg.Cameras = []config.Camera{{Name: "c", DeviceID: "d", LocalPort: 554, Mode: config.ModePassthrough, Listen: "127.0.0.1:0"}}
-			tt.set(cfg)
-			a := &App{Config: cfg, Logger: slog.New(slog.NewTextHandler(io.Discard, nil)), Registry: prometheus.NewRegistry()}
+			a := newApp(minimalConfig(tt.set))
 			err := a.Initialize()
 			if err == nil || !strings.Contains(err.Error(), tt.want) {
 				t.Fatalf("Initialize: %v, want an error naming %s", err, tt.want)

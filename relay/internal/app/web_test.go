@@ -4,13 +4,11 @@ import (
 	"context"
 	"crypto/tls"
 	"io"
-	"log/slog"
 	"net/http"
 	"strings"
 	"testing"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/rtsptunnel/rtsptunnel/relay/internal/config"
 	"github.com/rtsptunnel/rtsptunnel/relay/internal/testutil"
@@ -25,22 +23,13 @@ func TestWebRouting(t *testing.T) {
 		t.Run(map[bool]string{true: "webrtc on", false: "webrtc off"}[on], func(t *testing.T) {
 			ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 			defer cancel()
-			cfg := config.Default()
-			cfg.WebsocketListen, cfg.MetricsListen, cfg.SelfSigned = "127.0.0.1:0", "", true
-			cfg.IoTHub.ConnectionString = "HostName=h;SharedAccessKeyName=s;SharedAccessKey=a2V5"
-			cfg.AllowAnonymous, cfg.RTSPListen = true, "127.0.0.1:0"
-			cfg.Cameras = []config.Camera{{Name: "c", DeviceID: "d", LocalPort: 554}}
-			if on {
-				cfg.WebRTCUDPListen, cfg.WebRTCTCPListen = "127.0.0.1:0", "127.0.0.1:0"
-			}
-			if err := cfg.Validate(); err != nil {
-				t.Fatal(err)
-			}
-			a := &App{Config: cfg, Logger: slog.New(slog.NewTextHandler(io.Discard, nil)), Registry: prometheus.NewRegistry()}
-			if err := a.Initialize(); err != nil {
-				t.Fatal(err)
-			}
-			defer a.Close()
+			a := startApp(t, minimalConfig(func(cfg *config.Config) {
+				cfg.SelfSigned = true
+				cfg.Cameras = []config.Camera{{Name: "c", DeviceID: "d", LocalPort: 554}} // shared: WHEP serves it
+				if on {
+					cfg.WebRTCUDPListen, cfg.WebRTCTCPListen = "127.0.0.1:0", "127.0.0.1:0"
+				}
+			}))
 			r := a.Ready()
 			base := "https" + strings.TrimPrefix(r.WebsocketURL, "wss")
 			if on != (r.WebURL == base+"/" && r.WebRTCUDPListen != "" && r.WebRTCTCPListen != "") {

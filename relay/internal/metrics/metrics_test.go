@@ -6,7 +6,31 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
+	dto "github.com/prometheus/client_model/go"
 )
+
+// gatherAll returns every metric family the relay exports, each with at
+// least one series (a camera's, a histogram observed once), so that tests
+// can check names against documents.
+func gatherAll(t *testing.T) []*dto.MetricFamily {
+	t.Helper()
+	reg := prometheus.NewRegistry()
+	m, err := New(reg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m.InitCamera("cam", true)
+	m.UpstreamOpen.WithLabelValues("cam").Observe(1)
+	m.PlayerJoin.WithLabelValues("cam").Observe(1)
+	m.OpenDuration.Observe(1)
+	m.MethodCalls.WithLabelValues("200").Inc()
+	m.WebRTC.FirstPacket.WithLabelValues("cam").Observe(1)
+	families, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return families
+}
 
 func TestLint(t *testing.T) {
 	reg := prometheus.NewPedanticRegistry()

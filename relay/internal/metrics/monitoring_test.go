@@ -5,7 +5,6 @@ import (
 	"regexp"
 	"testing"
 
-	"github.com/prometheus/client_golang/prometheus"
 	dto "github.com/prometheus/client_model/go"
 )
 
@@ -15,22 +14,8 @@ import (
 // expressions' syntax, and the module's names, are checked by
 // modules/rtsptunnel/monitoring_test.go, which parses both files.
 func TestMonitoringMetricsExist(t *testing.T) {
-	reg := prometheus.NewRegistry()
-	m, err := New(reg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	m.InitCamera("cam", true)
-	m.UpstreamOpen.WithLabelValues("cam").Observe(1)
-	m.PlayerJoin.WithLabelValues("cam").Observe(1)
-	m.OpenDuration.Observe(1)
-	m.MethodCalls.WithLabelValues("200").Inc()
-	families, err := reg.Gather()
-	if err != nil {
-		t.Fatal(err)
-	}
 	have := map[string]bool{}
-	for _, f := range families {
+	for _, f := range gatherAll(t) {
 		have[f.GetName()] = true
 		if f.GetType() == dto.MetricType_HISTOGRAM {
 			for _, s := range []string{"_bucket", "_sum", "_count"} {

@@ -116,22 +116,13 @@ type pinged struct {
 func pingPair(t *testing.T, interval, timeout time.Duration) pinged {
 	t.Helper()
 	ctx := testutil.Context(t, testTimeout)
-	got := make(chan *Conn, 1)
-	release := make(chan struct{})
+	acc, got, release := holdingAcceptor()
 	logs := &testutil.LogBuffer{}
 	h := &Handler{
 		Logger:       logs.Logger(slog.LevelInfo),
 		PingInterval: interval,
 		PingTimeout:  timeout,
-		Acceptor: fakeAcceptor{func(_, _ string, up func() (net.Conn, error)) error {
-			c, err := up()
-			if err != nil {
-				return err
-			}
-			got <- c.(*Conn)
-			<-release // like the core, hold the handler until the tunnel ends
-			return nil
-		}},
+		Acceptor:     acc,
 	}
 	base := serveHandler(t, h)
 	proxy := newFreezer(t, strings.TrimPrefix(base, "ws://"))

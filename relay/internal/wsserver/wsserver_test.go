@@ -26,6 +26,23 @@ type fakeAcceptor struct {
 	accept func(sessionID, tok string, upgrade func() (net.Conn, error)) error
 }
 
+// holdingAcceptor returns an acceptor that upgrades every connection,
+// sends the Conn on got and, like the core, holds the handler until the
+// tunnel ends: until release is closed.
+func holdingAcceptor() (acc fakeAcceptor, got <-chan *Conn, release chan struct{}) {
+	conns := make(chan *Conn, 1)
+	release = make(chan struct{})
+	return fakeAcceptor{func(_, _ string, up func() (net.Conn, error)) error {
+		c, err := up()
+		if err != nil {
+			return err
+		}
+		conns <- c.(*Conn)
+		<-release
+		return nil
+	}}, conns, release
+}
+
 func (f fakeAcceptor) AcceptModule(id, tok string, up func() (net.Conn, error)) error {
 	return f.accept(id, tok, up)
 }
@@ -138,17 +155,8 @@ func TestBearer(t *testing.T) {
 func pair(t *testing.T) (*Conn, *websocket.Conn) {
 	t.Helper()
 	ctx := testutil.Context(t, testTimeout)
-	got := make(chan *Conn, 1)
-	release := make(chan struct{})
-	base, _ := serve(t, "", func(_, _ string, up func() (net.Conn, error)) error {
-		c, err := up()
-		if err != nil {
-			return err
-		}
-		got <- c.(*Conn)
-		<-release // like the core, hold the handler until the tunnel ends
-		return nil
-	})
+	acc, got, release := holdingAcceptor()
+	base, _ := serve(t, "", acc.accept)
 	ws, _, err := dial(ctx, base+"/tunnels/s", "t")
 	if err != nil {
 		t.Fatal(err)
