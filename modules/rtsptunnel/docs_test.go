@@ -18,7 +18,6 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"encoding/pem"
 	"flag"
 	"fmt"
 	"net"
@@ -45,6 +44,7 @@ import (
 	"github.com/rtsptunnel/rtsptunnel/modules/rtsptunnel/internal/report"
 	"github.com/rtsptunnel/rtsptunnel/modules/rtsptunnel/internal/session"
 	"github.com/rtsptunnel/rtsptunnel/modules/rtsptunnel/internal/settings"
+	"github.com/rtsptunnel/rtsptunnel/modules/rtsptunnel/internal/testutil"
 	"github.com/rtsptunnel/rtsptunnel/modules/rtsptunnel/internal/tunnel"
 )
 
@@ -275,7 +275,7 @@ func TestDocsTunnelOpen(t *testing.T) {
 			held = append(held, c)
 		}
 	}()
-	deadCamera := closedAddr(t)
+	deadCamera := testutil.FreeAddr(t)
 
 	// The relay: /tunnels/7d3e9a upgrades, anything else is refused with 401.
 	relay := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -295,12 +295,9 @@ func TestDocsTunnelOpen(t *testing.T) {
 		}
 	}))
 	defer relay.Close()
-	caFile := filepath.Join(t.TempDir(), "relay-ca.pem")
-	if err := os.WriteFile(caFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: relay.Certificate().Raw}), 0o600); err != nil {
-		t.Fatal(err)
-	}
+	caFile := testutil.WriteCertFile(t, "relay-ca.pem", relay.Certificate())
 	relayURL := "wss://" + relay.Listener.Addr().String()
-	deadRelayURL := "wss://" + closedAddr(t)
+	deadRelayURL := "wss://" + testutil.FreeAddr(t)
 	show := strings.NewReplacer(
 		relayURL, "wss://relay.example.com",
 		deadRelayURL, "wss://relay.example.com",
@@ -398,18 +395,6 @@ func TestDocsTunnelOpen(t *testing.T) {
 		fmt.Fprintf(&b, "| %s | %s | %d | `%s` |\n", c.what, cell(shownPayload), status, cell(shownBody))
 	}
 	checkSection(t, "tunnelopen", b.String())
-}
-
-// closedAddr returns a loopback address where nothing listens.
-func closedAddr(t *testing.T) string {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := l.Addr().String()
-	l.Close()
-	return addr
 }
 
 // fakeSource is a report.Source with a fixed snapshot.

@@ -8,20 +8,9 @@ import (
 	"strings"
 	"testing"
 	"time"
-)
 
-// closedAddr returns a 127.0.0.1 address where nothing listens: one just
-// bound and closed again.
-func closedAddr(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := ln.Addr().String()
-	ln.Close()
-	return addr
-}
+	"github.com/rtsptunnel/rtsptunnel/modules/rtsptunnel/internal/testutil"
+)
 
 func healthzServer(t *testing.T, status int, body string) string {
 	t.Helper()
@@ -41,7 +30,7 @@ func TestHealthcheck(t *testing.T) {
 	healthy := healthzServer(t, http.StatusOK, "ok: hub connected\n")
 	unhealthy := healthzServer(t, http.StatusInternalServerError, "unhealthy: hub disconnected for 2m0s\nsecond line\n")
 	_, port, _ := net.SplitHostPort(healthy)
-	dead := closedAddr(t)
+	dead := testutil.FreeAddr(t)
 
 	cases := []struct {
 		name       string

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/rtsptunnel/rtsptunnel/modules/rtsptunnel/internal/session"
+	"github.com/rtsptunnel/rtsptunnel/modules/rtsptunnel/internal/testutil"
 )
 
 // previousOf returns a Previous that reads the twin's document as it is
@@ -27,7 +28,7 @@ func previousOf(tw *twin) func(context.Context) (json.RawMessage, error) {
 // them, and leave the twin after OrphanRetention; sessions it had closed
 // go with the start's reset.
 func TestReconcile(t *testing.T) {
-	ctx := testCtx(t)
+	ctx := testutil.Context(t, 10*time.Second)
 	src := newSource(session.Snapshot{Sessions: []session.Info{openInfo("a", 5)}, Summary: session.Summary{Active: 1, Opened: 1}})
 	tw := newTwin()
 	tw.doc["sessions"] = map[string]any{
@@ -88,7 +89,7 @@ func TestReconcileCases(t *testing.T) {
 		{"not JSON", func(context.Context) (json.RawMessage, error) { return json.RawMessage(`{`), nil }, []string{"a"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			ctx := testCtx(t)
+			ctx := testutil.Context(t, 10*time.Second)
 			src := newSource(session.Snapshot{Sessions: []session.Info{openInfo("a", 5)}, Summary: session.Summary{Active: 1, Opened: 1}})
 			tw := newTwin()
 			startRun(t, &Reporter{Publisher: tw, Source: src, Previous: tc.previous})
@@ -106,7 +107,7 @@ func TestReconcileCases(t *testing.T) {
 // TestReconcileSizeLimit: reconciled sessions never push the reported
 // sessions past MaxBytes.
 func TestReconcileSizeLimit(t *testing.T) {
-	ctx := testCtx(t)
+	ctx := testutil.Context(t, 10*time.Second)
 	var b strings.Builder
 	b.WriteString(`{"sessions":{`)
 	for i := range 200 {

@@ -14,6 +14,7 @@ import (
 
 	"github.com/rtsptunnel/rtsptunnel/modules/rtsptunnel/internal/session"
 	"github.com/rtsptunnel/rtsptunnel/modules/rtsptunnel/internal/settings"
+	"github.com/rtsptunnel/rtsptunnel/modules/rtsptunnel/internal/testutil"
 )
 
 func TestMain(m *testing.M) {
@@ -162,14 +163,8 @@ func startRun(t *testing.T, r *Reporter) {
 	})
 }
 
-func testCtx(t *testing.T) context.Context {
-	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
-	t.Cleanup(cancel)
-	return ctx
-}
-
 func TestInitialStateAndShape(t *testing.T) {
-	ctx := testCtx(t)
+	ctx := testutil.Context(t, 10*time.Second)
 	src := newSource(session.Snapshot{
 		Sessions: []session.Info{openInfo("a", 5), closedInfo("b")},
 		Summary:  session.Summary{Active: 1, Opened: 2, Failed: 3, LastError: "camera down", LastErrorAt: t0},
@@ -195,7 +190,7 @@ func TestInitialStateAndShape(t *testing.T) {
 // TestDiffs: only changed fields travel; removed sessions become null; an
 // error clearing in the summary is sent as null.
 func TestDiffs(t *testing.T) {
-	ctx := testCtx(t)
+	ctx := testutil.Context(t, 10*time.Second)
 	src := newSource(session.Snapshot{Sessions: []session.Info{openInfo("a", 1), closedInfo("b")}, Summary: session.Summary{Active: 1, LastError: "x", LastErrorAt: t0}})
 	tw := newTwin()
 	startRun(t, &Reporter{Publisher: tw, Source: src, Interval: 10 * time.Millisecond})
@@ -217,7 +212,7 @@ func TestDiffs(t *testing.T) {
 
 // TestCoalescing: a burst of changes yields at most one patch per Interval.
 func TestCoalescing(t *testing.T) {
-	ctx := testCtx(t)
+	ctx := testutil.Context(t, 10*time.Second)
 	src := newSource(session.Snapshot{})
 	tw := newTwin()
 	const interval = 200 * time.Millisecond
@@ -243,7 +238,7 @@ func TestCoalescing(t *testing.T) {
 // TestStatsRefresh: byte counts change without a notification and are
 // published on the stats interval.
 func TestStatsRefresh(t *testing.T) {
-	ctx := testCtx(t)
+	ctx := testutil.Context(t, 10*time.Second)
 	src := newSource(session.Snapshot{Sessions: []session.Info{openInfo("a", 1)}})
 	tw := newTwin()
 	startRun(t, &Reporter{Publisher: tw, Source: src, Interval: 10 * time.Millisecond, StatsInterval: 100 * time.Millisecond})
@@ -259,7 +254,7 @@ func TestStatsRefresh(t *testing.T) {
 // each with maximal fields: the document stays within MaxBytes (and so within
 // IoT Hub's 32 KB), and the summary says how many were left out.
 func TestSizeLimit(t *testing.T) {
-	ctx := testCtx(t)
+	ctx := testutil.Context(t, 10*time.Second)
 	maxSessions := 1000
 	for _, f := range settings.Fields() {
 		if f.Name == "maxSessions" && !strings.Contains(f.Accepts, "to 1000") {
@@ -316,7 +311,7 @@ func TestSizeLimit(t *testing.T) {
 // TestRepublishAndFailures: a failed patch and a Republish both lead to a reset
 // and a full rewrite; acks queued meanwhile are not lost.
 func TestRepublishAndFailures(t *testing.T) {
-	ctx := testCtx(t)
+	ctx := testutil.Context(t, 10*time.Second)
 	src := newSource(session.Snapshot{Sessions: []session.Info{openInfo("a", 1)}})
 	tw := newTwin()
 	r := &Reporter{Publisher: tw, Source: src, Interval: 10 * time.Millisecond}
@@ -371,7 +366,7 @@ func TestRepublishAndFailures(t *testing.T) {
 
 // TestFlush publishes immediately, with or without Run.
 func TestFlush(t *testing.T) {
-	ctx := testCtx(t)
+	ctx := testutil.Context(t, 10*time.Second)
 	src := newSource(session.Snapshot{Sessions: []session.Info{openInfo("a", 1)}})
 	tw := newTwin()
 	r := &Reporter{Publisher: tw, Source: src, Interval: time.Hour}

@@ -450,22 +450,7 @@ func TestOpenTimeoutBoundsAnswer(t *testing.T) {
 	// or a call that ignored openTimeout would end with the context, near
 	// the 20 s bound below, instead of 60 s.
 	ctx := testutil.Context(t, 90*time.Second)
-	silent, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var wg sync.WaitGroup
-	defer wg.Wait()
-	defer silent.Close()
-	wg.Go(func() {
-		for {
-			c, err := silent.Accept()
-			if err != nil {
-				return
-			}
-			wg.Go(func() { io.Copy(io.Discard, c); c.Close() })
-		}
-	})
+	silent := testutil.SilentAddr(t)
 	h := newHarness(t, func(s *settings.Settings) {
 		s.OpenTimeout = 500 * time.Millisecond
 		s.HandshakeTimeout = 60 * time.Second
@@ -473,7 +458,7 @@ func TestOpenTimeoutBoundsAnswer(t *testing.T) {
 	// Only openTimeout can end this call well before the 60 s handshake
 	// timeout: a bound of 20 s tells them apart on any machine.
 	start := time.Now()
-	r := h.open(t, ctx, h.payload("wss://"+silent.Addr().String()+"/t?sig=QUERY-SECRET", 554))
+	r := h.open(t, ctx, h.payload("wss://"+silent+"/t?sig=QUERY-SECRET", 554))
 	if r.status != 502 || time.Since(start) > 20*time.Second {
 		t.Errorf("answer %d %s after %v", r.status, r.raw, time.Since(start))
 	}

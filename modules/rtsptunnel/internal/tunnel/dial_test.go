@@ -156,24 +156,8 @@ func TestDialAbort(t *testing.T) {
 
 func TestDialErrors(t *testing.T) {
 	ctx := testutil.Context(t, 60*time.Second)
-	refused := testutil.FreeAddr(t)                 // a port nobody listens on
-	silent, err := net.Listen("tcp", "127.0.0.1:0") // accepts, never answers
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer silent.Close()
-	var silentConns sync.WaitGroup
-	silentConns.Go(func() {
-		for {
-			c, err := silent.Accept()
-			if err != nil {
-				return
-			}
-			silentConns.Go(func() { io.Copy(io.Discard, c); c.Close() })
-		}
-	})
-	defer silentConns.Wait()
-	defer silent.Close()
+	refused := testutil.FreeAddr(t)  // a port nobody listens on
+	silent := testutil.SilentAddr(t) // accepts, never answers
 
 	status := func(code int) http.HandlerFunc {
 		return func(w http.ResponseWriter, r *http.Request) {
@@ -199,7 +183,7 @@ func TestDialErrors(t *testing.T) {
 		{name: "200 is not a websocket", handler: status(200), roots: true, wantStatus: 0},
 		{name: "untrusted certificate", roots: false, wantStatus: 0, wantText: "certificate"},
 		{name: "connection refused", endpoint: func(*remoteServer) string { return "wss://" + refused + "/x?sig=SECRETQ" }, wantStatus: 0, wantText: "refused"},
-		{name: "handshake timeout", endpoint: func(*remoteServer) string { return "wss://" + silent.Addr().String() + "/x?sig=SECRETQ" }, wantStatus: 0, wantText: "timed out"},
+		{name: "handshake timeout", endpoint: func(*remoteServer) string { return "wss://" + silent + "/x?sig=SECRETQ" }, wantStatus: 0, wantText: "timed out"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			rs := newRemoteServer(t, tc.handler)
