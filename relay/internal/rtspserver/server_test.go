@@ -5,6 +5,7 @@ import (
 	"crypto/md5"
 	"encoding/hex"
 	"errors"
+	"fmt"
 	"log/slog"
 	"net"
 	"strings"
@@ -463,16 +464,16 @@ func TestSlowPlayer(t *testing.T) {
 	}
 	testutil.WaitFor(ctx, t, "packets dropped for the slow player", func() bool { return e.dropped("door") > 0 })
 
-	// From now on the fast player gets at least half of what the camera
-	// sends: 400 packets take the camera 2 s, so this allows the fast
-	// player a whole second of lag. Were the relay paced by the slow
-	// player, the fast one would get next to nothing.
+	// The slow player stays frozen in its callback (its socket and queue
+	// full) while the fast one gets 400 more packets (2 s of the camera).
+	// Were the relay paced by the slow player, the fast one would get
+	// none until the test's deadline: an outcome, not a rate, decides, so
+	// a loaded machine only makes it slower.
 	const window = 400
-	w0, f0 := e.cam.Written.Load(), fast.packets.Load()
-	testutil.WaitFor(ctx, t, "the camera to send", func() bool { return e.cam.Written.Load()-w0 >= window })
-	if f := fast.packets.Load() - f0; f < window/2 {
-		t.Errorf("the fast player got %d packets while the camera sent %d, want at least %d", f, window, window/2)
-	}
+	f0 := fast.packets.Load()
+	testutil.WaitFor(ctx, t, fmt.Sprintf("the fast player to get %d packets while the slow one is frozen", window), func() bool {
+		return fast.packets.Load()-f0 >= window
+	})
 	if n := e.viewers("door"); n != 2 {
 		t.Errorf("relay_viewers = %v, want 2", n)
 	}
@@ -655,7 +656,10 @@ func TestCameraDropKeepsPlayers(t *testing.T) {
 func TestMaxSessionDuration(t *testing.T) {
 	testutil.CheckGoroutines(t)
 	ctx := testutil.Context(t, testTimeout)
-	e := newEnv(t, envOptions{mod: func(s *rtspserver.Server) { s.MaxSessionDuration = 300 * time.Millisecond }})
+	// 2 s from PLAY: far beyond the first packet's arrival on a loaded
+	// machine (the upstream is open by then), so the player sees packets
+	// before the session ends; the end itself is awaited, not timed.
+	e := newEnv(t, envOptions{mod: func(s *rtspserver.Server) { s.MaxSessionDuration = 2 * time.Second }})
 	p, err := play(t, e.url("door", "alice", alicePass), playerOptions{})
 	if err != nil {
 		t.Fatalf("play: %v", err)
@@ -667,8 +671,8 @@ func TestMaxSessionDuration(t *testing.T) {
 	select {
 	case err := <-ended:
 		t.Logf("player ended: %v", err)
-	case <-time.After(10 * time.Second):
-		t.Fatal("the session outlived maxSessionDuration by 10 s")
+	case <-ctx.Done():
+		t.Fatal("the session outlived maxSessionDuration until the test's deadline")
 	}
 	testutil.WaitFor(ctx, t, "the viewer counted out", func() bool { return e.viewers("door") == 0 })
 	if !strings.Contains(e.logs.String(), "player session reached maxSessionDuration") {
