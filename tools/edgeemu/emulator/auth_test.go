@@ -10,6 +10,7 @@ import (
 
 	"github.com/rtsptunnel/rtsptunnel/tools/edgeemu/emulator"
 	"github.com/rtsptunnel/rtsptunnel/tools/edgeemu/internal/sas"
+	"github.com/rtsptunnel/rtsptunnel/tools/edgeemu/internal/testutil"
 )
 
 func TestConnectAuth(t *testing.T) {
@@ -84,7 +85,7 @@ func TestConnectAuth(t *testing.T) {
 				t.Fatalf("connect: %v", err)
 			}
 			// Like edgeHub, the emulator binds a connection just after its CONNACK.
-			if err := e.WaitConnected(testContext(t, 10*time.Second), dev, mod); err != nil {
+			if err := e.WaitConnected(testutil.Context(t), dev, mod); err != nil {
 				t.Fatal(err)
 			}
 			info, ok := e.ConnInfo(dev, mod)
@@ -101,7 +102,7 @@ func TestConnectAuth(t *testing.T) {
 				t.Errorf("transport = %q", info.Transport)
 			}
 			d.c.Disconnect(100)
-			if err := e.WaitConnectedState(testContext(t, 5*time.Second), dev, mod, false); err != nil {
+			if err := e.WaitConnectedState(testutil.Context(t), dev, mod, false); err != nil {
 				t.Fatal(err)
 			}
 		})
@@ -131,11 +132,11 @@ func TestTokenExpiryDisconnects(t *testing.T) {
 				t.Fatal(err)
 			}
 			// The token dies within 2 s and the emulator checks every
-			// 100 ms: a drop comes in seconds. The wait is a generous 60 s,
+			// 100 ms: a drop comes in seconds. The wait is testutil.Timeout (1 min),
 			// which a loaded machine cannot reach, while a regression waits
 			// far longer: edgeHub's default check comes every 5 minutes,
 			// and a token never checked is never dropped.
-			if err := d.waitLost(testContext(t, time.Minute)); err != nil {
+			if err := d.waitLost(testutil.Context(t)); err != nil {
 				t.Fatal(err)
 			}
 			// Not before the token's expiry: se has one-second resolution,
@@ -144,7 +145,7 @@ func TestTokenExpiryDisconnects(t *testing.T) {
 			if el := time.Since(began); el < 900*time.Millisecond {
 				t.Errorf("dropped after %v, before the token expired", el)
 			}
-			if err := e.WaitConnectedState(testContext(t, 5*time.Second), testDevice, testModule, false); err != nil {
+			if err := e.WaitConnectedState(testutil.Context(t), testDevice, testModule, false); err != nil {
 				t.Error(err)
 			}
 		})
@@ -156,7 +157,7 @@ func TestSecondConnectionTakesOver(t *testing.T) {
 	e := start(t, emulator.Options{})
 	first := connect(t, e, testDevice, testModule)
 	second := connect(t, e, testDevice, testModule)
-	if err := first.waitLost(testContext(t, 5*time.Second)); err != nil {
+	if err := first.waitLost(testutil.Context(t)); err != nil {
 		t.Fatal(err)
 	}
 	if !second.c.IsConnectionOpen() || !e.Connected(testDevice, testModule) {

@@ -25,13 +25,6 @@ const (
 	testModel  = "dtmi:azure:videoanalyzer:WebSocketTunneling;1"
 )
 
-// testContext returns a context that ends with the test or after d.
-func testContext(t *testing.T, d time.Duration) context.Context {
-	ctx, cancel := context.WithTimeout(context.Background(), d)
-	t.Cleanup(cancel)
-	return ctx
-}
-
 // testLogger forwards log lines to t.Log until the test's cleanups have run (logging after a
 // test completes panics).
 func testLogger(t *testing.T) *slog.Logger {

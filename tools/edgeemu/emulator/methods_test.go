@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/rtsptunnel/rtsptunnel/tools/edgeemu/emulator"
+	"github.com/rtsptunnel/rtsptunnel/tools/edgeemu/internal/testutil"
 )
 
 // echo answers every method with the status named in its payload ({"status":n}) and the
@@ -27,7 +28,7 @@ func echo(name string, payload []byte) (int, []byte) {
 func TestMethodRoundTrip(t *testing.T) {
 	t.Parallel()
 	e := start(t, emulator.Options{})
-	ctx := testContext(t, 30*time.Second)
+	ctx := testutil.Context(t)
 	d := connect(t, e, testDevice, testModule)
 	var mu sync.Mutex
 	var seen []string
@@ -99,7 +100,7 @@ func TestMethodErrors(t *testing.T) {
 		{DeviceID: "silent"},
 		{DeviceID: "offline"},
 	}})
-	ctx := testContext(t, 30*time.Second)
+	ctx := testutil.Context(t)
 	connect(t, e, "unsubscribed", "").serveTwin()
 	silent := connect(t, e, "silent", "")
 	silent.serveMethods(func(string, []byte) (int, []byte) { select {} })
@@ -156,7 +157,7 @@ func TestMethodErrors(t *testing.T) {
 func TestMethodConnectTimeout(t *testing.T) {
 	t.Parallel()
 	e := start(t, emulator.Options{})
-	ctx := testContext(t, 30*time.Second)
+	ctx := testutil.Context(t)
 	res := make(chan error, 1)
 	go func() {
 		r, err := e.Invoke(ctx, emulator.MethodRequest{DeviceID: testDevice, ModuleID: testModule, Method: "m",
@@ -178,7 +179,7 @@ func TestMethodConnectTimeout(t *testing.T) {
 func TestConcurrentMethods(t *testing.T) {
 	t.Parallel()
 	e := start(t, emulator.Options{})
-	ctx := testContext(t, 30*time.Second)
+	ctx := testutil.Context(t)
 	d := connect(t, e, testDevice, testModule)
 	const n = 64
 	var arrived sync.WaitGroup
@@ -230,7 +231,7 @@ func waitGroup(ctx context.Context, t *testing.T, wg *sync.WaitGroup) {
 func TestDisconnectFaultInjection(t *testing.T) {
 	t.Parallel()
 	e := start(t, emulator.Options{})
-	ctx := testContext(t, 10*time.Second)
+	ctx := testutil.Context(t)
 	d := connect(t, e, testDevice, testModule)
 	e.Disconnect(testDevice, testModule)
 	if err := d.waitLost(ctx); err != nil {

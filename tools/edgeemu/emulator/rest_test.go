@@ -11,6 +11,7 @@ import (
 
 	"github.com/rtsptunnel/rtsptunnel/tools/edgeemu/emulator"
 	"github.com/rtsptunnel/rtsptunnel/tools/edgeemu/internal/sas"
+	"github.com/rtsptunnel/rtsptunnel/tools/edgeemu/internal/testutil"
 )
 
 // restClient calls the emulator's REST API the way the relay does.
@@ -228,7 +229,7 @@ func TestRESTMethods(t *testing.T) {
 func TestRESTTwin(t *testing.T) {
 	t.Parallel()
 	e := start(t, emulator.Options{})
-	ctx := testContext(t, 20*time.Second)
+	ctx := testutil.Context(t)
 	c := newREST(t, e)
 	path := "/twins/" + testDevice + "/modules/" + testModule + "?api-version=2021-04-12"
 	d, err := dial(t, e, "tls://"+e.MQTTAddr(), newCreds(t, e, testDevice, testModule))

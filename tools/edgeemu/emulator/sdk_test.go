@@ -15,6 +15,7 @@ import (
 	paho "github.com/eclipse/paho.mqtt.golang"
 
 	"github.com/rtsptunnel/rtsptunnel/tools/edgeemu/emulator"
+	"github.com/rtsptunnel/rtsptunnel/tools/edgeemu/internal/testutil"
 )
 
 // TestDeviceSDK drives the emulator with the module's real device SDK in IoT Edge workload
@@ -26,7 +27,7 @@ func TestDeviceSDK(t *testing.T) {
 	// every run (-count=N) uses the same one.
 	sock := filepath.Join(os.TempDir(), fmt.Sprintf("edgeemu-sdk-test-%d.sock", os.Getpid()))
 	e := start(t, emulator.Options{WorkloadSocket: sock})
-	ctx := testContext(t, 60*time.Second)
+	ctx := testutil.Context(t)
 	env, err := e.ModuleEnv(testDevice, testModule)
 	if err != nil {
 		t.Fatal(err)

@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/rtsptunnel/rtsptunnel/tools/edgeemu/emulator"
+	"github.com/rtsptunnel/rtsptunnel/tools/edgeemu/internal/testutil"
 )
 
 // workloadClient talks HTTP over the workload socket.
@@ -173,7 +174,7 @@ func TestEnvFiles(t *testing.T) {
 
 func TestRestartKeepsState(t *testing.T) {
 	t.Parallel()
-	ctx := testContext(t, 30*time.Second)
+	ctx := testutil.Context(t)
 	dir := t.TempDir()
 	opts := emulator.Options{Dir: dir, Logger: testLogger(t), Identities: []emulator.Identity{{DeviceID: testDevice, ModuleID: testModule}}}
 	e1, err := emulator.New(opts)

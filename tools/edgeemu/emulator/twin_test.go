@@ -11,12 +11,13 @@ import (
 	paho "github.com/eclipse/paho.mqtt.golang"
 
 	"github.com/rtsptunnel/rtsptunnel/tools/edgeemu/emulator"
+	"github.com/rtsptunnel/rtsptunnel/tools/edgeemu/internal/testutil"
 )
 
 func TestTwinReported(t *testing.T) {
 	t.Parallel()
 	e := start(t, emulator.Options{})
-	ctx := testContext(t, 30*time.Second)
+	ctx := testutil.Context(t)
 	d := connect(t, e, testDevice, testModule)
 	d.serveTwin()
 
@@ -89,7 +90,7 @@ func TestTwinReported(t *testing.T) {
 func TestTwinNeedsResponseSubscription(t *testing.T) {
 	t.Parallel()
 	e := start(t, emulator.Options{})
-	ctx := testContext(t, 3*time.Second)
+	ctx := testutil.Context(t)
 	d := connect(t, e, testDevice, testModule)
 	// No $iothub/twin/res/# subscription: the patch is applied but no answer comes back.
 	d.c.Publish("$iothub/twin/PATCH/properties/reported/?$rid=1", 1, false, `{"a":1}`).Wait()
@@ -106,7 +107,7 @@ func TestDesiredPush(t *testing.T) {
 		{DeviceID: testDevice, ModuleID: testModule},
 		{DeviceID: "nosub"},
 	}})
-	ctx := testContext(t, 30*time.Second)
+	ctx := testutil.Context(t)
 
 	// Changed while disconnected: stored, not replayed later.
 	if v, err := e.PatchDesired(testDevice, testModule, json.RawMessage(`{"early":true}`)); err != nil || v != 2 {
@@ -164,7 +165,7 @@ func TestTopicAuthorization(t *testing.T) {
 		{DeviceID: "other", ModuleID: "m"},
 		{DeviceID: "plain"},
 	}})
-	ctx := testContext(t, 20*time.Second)
+	ctx := testutil.Context(t)
 
 	t.Run("subscribe", func(t *testing.T) {
 		d := connect(t, e, testDevice, testModule)
@@ -228,7 +229,7 @@ func TestTopicAuthorization(t *testing.T) {
 					}
 					return
 				}
-				if err := d.waitLost(testContext(t, 5*time.Second)); err != nil {
+				if err := d.waitLost(testutil.Context(t)); err != nil {
 					t.Fatalf("forbidden publish did not close the connection: %v", err)
 				}
 			})
@@ -239,7 +240,7 @@ func TestTopicAuthorization(t *testing.T) {
 func TestWebSocket(t *testing.T) {
 	t.Parallel()
 	e := start(t, emulator.Options{})
-	ctx := testContext(t, 20*time.Second)
+	ctx := testutil.Context(t)
 	d, err := dial(t, e, "wss://"+e.HTTPSAddr()+"/$iothub/websocket", newCreds(t, e, testDevice, testModule))
 	if err != nil {
 		t.Fatal(err)

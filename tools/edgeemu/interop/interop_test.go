@@ -14,12 +14,12 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/rtsptunnel/rtsptunnel/tools/edgeemu/emulator"
+	"github.com/rtsptunnel/rtsptunnel/tools/edgeemu/internal/testutil"
 )
 
 // The official clients cannot be pointed at other ports than 8883 and 443, so this test owns a
@@ -44,25 +44,8 @@ type event struct {
 type nodeProc struct {
 	events chan event
 	stdin  interface{ Close() error }
-	stderr *syncBuffer
+	stderr *testutil.LogBuffer
 	done   chan error
-}
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
 
 func startDevice(t *testing.T, ctx context.Context, node string, env []string, args ...string) *nodeProc {
@@ -77,7 +60,7 @@ func startDevice(t *testing.T, ctx context.Context, node string, env []string, a
 	if err != nil {
 		t.Fatal(err)
 	}
-	p := &nodeProc{events: make(chan event, 64), stdin: stdin, stderr: &syncBuffer{}, done: make(chan error, 1)}
+	p := &nodeProc{events: make(chan event, 64), stdin: stdin, stderr: &testutil.LogBuffer{}, done: make(chan error, 1)}
 	cmd.Stderr = p.stderr
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)

@@ -19,6 +19,7 @@ import (
 	"github.com/rtsptunnel/rtsptunnel/tools/edgeemu/internal/certs"
 	"github.com/rtsptunnel/rtsptunnel/tools/edgeemu/internal/registry"
 	"github.com/rtsptunnel/rtsptunnel/tools/edgeemu/internal/sas"
+	"github.com/rtsptunnel/rtsptunnel/tools/edgeemu/internal/testutil"
 )
 
 // The tests in this file check, one behaviour each, that the hub behaves as edgeHub does where
@@ -207,12 +208,6 @@ func hubCode(err error) int {
 	return 0
 }
 
-func testCtx(t *testing.T) context.Context {
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	t.Cleanup(cancel)
-	return ctx
-}
-
 // gate holds bind's asynchronous part at one stage until released.
 type gate struct {
 	at      string
@@ -249,7 +244,7 @@ func TestTakeoverClosesOldAfterConnack(t *testing.T) {
 	t.Parallel()
 	g := newGate("close")
 	th := startHub(t, func(c *Config) { c.takeoverStage = g.stage })
-	ctx := testCtx(t)
+	ctx := testutil.Context(t)
 	old := th.dial(t, false)
 	old.subscribe(tTwinRes, 1)
 	nw := th.dial(t, false) // returns once CONNACK arrived
@@ -279,7 +274,7 @@ func TestTakeoverClosesOldAfterConnack(t *testing.T) {
 func TestPendingCallFailsAtTakeover(t *testing.T) {
 	t.Parallel()
 	th := startHub(t, nil)
-	ctx := testCtx(t)
+	ctx := testutil.Context(t)
 	old := th.dial(t, false)
 	old.subscribe(tMethods, 1)
 	res := th.call(ctx, time.Hour)
@@ -309,7 +304,7 @@ func TestAnswerOnOtherConnectionDropped(t *testing.T) {
 	t.Parallel()
 	g := newGate("close")
 	th := startHub(t, func(c *Config) { c.takeoverStage = g.stage })
-	ctx := testCtx(t)
+	ctx := testutil.Context(t)
 	old := th.dial(t, false)
 	old.subscribe(tMethods, 1)
 	res := th.call(ctx, time.Hour)
@@ -353,7 +348,7 @@ func TestSessionRestoredAfterTakeover(t *testing.T) {
 				c.takeoverStage = func(s string) { restore.stage(s); done.stage(s) }
 			})
 			close(done.release)
-			ctx := testCtx(t)
+			ctx := testutil.Context(t)
 			old := th.dial(t, tt.clean)
 			old.subscribe(tMethods, 1)
 			nw := th.dial(t, tt.clean)
@@ -389,7 +384,7 @@ func TestSessionRestoredAfterTakeover(t *testing.T) {
 func TestMethodWithoutSubscription404(t *testing.T) {
 	t.Parallel()
 	th := startHub(t, nil)
-	ctx := testCtx(t)
+	ctx := testutil.Context(t)
 	cl := th.dial(t, true)
 	cl.subscribe(tTwinRes, 1)
 	_, err := th.InvokeMethod(ctx, MethodRequest{DeviceID: tID.Device, ModuleID: tID.Module, Method: "m",
@@ -436,7 +431,7 @@ func TestUnsubscribeMethods404(t *testing.T) {
 	done := newGate("done")
 	close(done.release)
 	th := startHub(t, func(c *Config) { c.takeoverStage = done.stage })
-	ctx := testCtx(t)
+	ctx := testutil.Context(t)
 	cl := th.dial(t, false)
 	cl.subscribe(tMethods, 1)
 	pending := th.call(ctx, time.Hour)
@@ -475,7 +470,7 @@ func TestDeliveryQoS(t *testing.T) {
 		t.Run(fmt.Sprintf("subscribed at %d", sub), func(t *testing.T) {
 			t.Parallel()
 			th := startHub(t, nil)
-			ctx := testCtx(t)
+			ctx := testutil.Context(t)
 			cl := th.dial(t, true)
 			cl.subscribe(tMethods, sub)
 			res := th.call(ctx, time.Hour)
@@ -509,7 +504,7 @@ func TestTokenExpiryChecked(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
 			th := startHub(t, func(c *Config) { c.TokenCheckInterval = tt.interval })
-			ctx := testCtx(t)
+			ctx := testutil.Context(t)
 			cl := th.dial(t, true)
 			cl.subscribe(tTwinRes, 1)
 			later := time.Now().Add(2 * time.Hour) // the token (1 h) has expired
