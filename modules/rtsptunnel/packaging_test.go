@@ -177,17 +177,25 @@ func parseDockerfile(t *testing.T, path string) []instruction {
 	return out
 }
 
-func TestPackagingDockerfiles(t *testing.T) {
-	m := readModuleJSON(t)
-	context := filepath.Clean(m.Image.ContextPath)
+// goMinor returns the Go version of go.mod's go directive as major.minor
+// ("1.26"), the form base images and GO_VERSION build args use.
+func goMinor(t *testing.T) string {
+	t.Helper()
 	goMod, err := os.ReadFile("go.mod")
 	if err != nil {
 		t.Fatal(err)
 	}
-	goVersion := regexp.MustCompile(`(?m)^go (\d+\.\d+)`).FindSubmatch(goMod)
-	if goVersion == nil {
+	m := regexp.MustCompile(`(?m)^go (\d+\.\d+)`).FindSubmatch(goMod)
+	if m == nil {
 		t.Fatal("go.mod has no go directive")
 	}
+	return string(m[1])
+}
+
+func TestPackagingDockerfiles(t *testing.T) {
+	m := readModuleJSON(t)
+	context := filepath.Clean(m.Image.ContextPath)
+	goVersion := goMinor(t)
 	metricsPort := portOf(t, settings.Defaults().MetricsAddr)
 
 	for _, p := range edgePlatforms {
@@ -217,9 +225,9 @@ func TestPackagingDockerfiles(t *testing.T) {
 				}
 			}
 			if !slices.ContainsFunc(ins, func(in instruction) bool {
-				return in.cmd == "ARG" && in.args == "GO_VERSION="+string(goVersion[1])
+				return in.cmd == "ARG" && in.args == "GO_VERSION="+goVersion
 			}) {
-				t.Errorf("%s: want ARG GO_VERSION=%s (go.mod's go directive)", path, goVersion[1])
+				t.Errorf("%s: want ARG GO_VERSION=%s (go.mod's go directive)", path, goVersion)
 			}
 			if len(froms) != 2 {
 				t.Fatalf("%s: %d FROM instructions, want 2 (builder and final image)", path, len(froms))
@@ -1044,15 +1052,8 @@ func TestPackagingDevcontainer(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	goMod, err := os.ReadFile("go.mod")
-	if err != nil {
-		t.Fatal(err)
-	}
-	goVersion := regexp.MustCompile(`(?m)^go (\d+\.\d+)`).FindSubmatch(goMod)
-	if goVersion == nil {
-		t.Fatal("go.mod has no go directive")
-	}
-	if want := "FROM golang:" + string(goVersion[1]) + "-"; !bytes.Contains(df, []byte(want)) {
+	goVersion := goMinor(t)
+	if want := "FROM golang:" + goVersion + "-"; !bytes.Contains(df, []byte(want)) {
 		t.Errorf("%s: want a %s... base image (go.mod's Go version)", dc.Build.Dockerfile, want)
 	}
 	for _, pkg := range []string{"ffmpeg", "iperf3"} {

@@ -6,7 +6,9 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/coder/websocket"
 	"go.uber.org/goleak"
@@ -117,5 +119,43 @@ func awaitResult(t *testing.T, ctx context.Context, done <-chan Result) Result {
 	case <-ctx.Done():
 		t.Fatal("Splice did not return")
 		return Result{}
+	}
+}
+
+// floodCamera writes 16 KiB chunks to the camera end peer until a write
+// fails, counting the bytes written; done is closed when it stops.
+func floodCamera(peer net.Conn) (written *atomic.Int64, done <-chan struct{}) {
+	written = new(atomic.Int64)
+	d := make(chan struct{})
+	go func() {
+		defer close(d)
+		chunk := make([]byte, 16<<10)
+		for {
+			n, err := peer.Write(chunk)
+			written.Add(int64(n))
+			if err != nil {
+				return
+			}
+		}
+	}()
+	return written, d
+}
+
+// waitStalled waits until the camera's writes stall: written is above zero
+// and has not moved for five polls 100 ms apart (half a second, so that a
+// busy machine that merely paused the writer is not taken for a stall), and
+// returns it.
+func waitStalled(written *atomic.Int64) int64 {
+	prev, same := int64(-1), 0
+	for {
+		time.Sleep(100 * time.Millisecond)
+		cur := written.Load()
+		if cur != prev || cur == 0 {
+			prev, same = cur, 0
+			continue
+		}
+		if same++; same == 5 {
+			return cur
+		}
 	}
 }

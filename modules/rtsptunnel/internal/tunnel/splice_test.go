@@ -353,34 +353,11 @@ func TestSpliceBackpressure(t *testing.T) {
 	ctxA, shutdownA := context.WithCancel(ctx)
 	defer shutdownA()
 	doneA := startSplice(ctxA, cameraA, clientA, SpliceOptions{CloseTimeout: 200 * time.Millisecond})
-	var written atomic.Int64
-	writerDone := make(chan struct{})
-	go func() {
-		defer close(writerDone)
-		chunk := make([]byte, 16<<10)
-		for {
-			n, err := peerA.Write(chunk)
-			written.Add(int64(n))
-			if err != nil {
-				return
-			}
-		}
-	}()
-	waitStable := func() int64 {
-		prev := int64(-1)
-		for {
-			time.Sleep(100 * time.Millisecond)
-			cur := written.Load()
-			if cur == prev {
-				return cur
-			}
-			prev = cur
-		}
-	}
+	written, writerDone := floodCamera(peerA)
 	runtime.GC()
 	var before, after runtime.MemStats
 	runtime.ReadMemStats(&before)
-	stalledAt := waitStable()
+	stalledAt := waitStalled(written)
 	if stalledAt > 1<<20 {
 		t.Errorf("camera wrote %d bytes into a stalled tunnel; want a bound near one buffer", stalledAt)
 	}
@@ -452,25 +429,8 @@ func TestSpliceAbortStalledRemote(t *testing.T) {
 			spliceCtx, shutdown := context.WithCancel(ctx)
 			defer shutdown()
 			done := startSplice(spliceCtx, camera, client, SpliceOptions{CloseTimeout: 200 * time.Millisecond})
-			var written atomic.Int64
-			go func() {
-				chunk := make([]byte, 16<<10)
-				for {
-					n, err := peer.Write(chunk)
-					written.Add(int64(n))
-					if err != nil {
-						return
-					}
-				}
-			}()
-			for prev := int64(-1); ; { // until the camera's writes stall
-				time.Sleep(50 * time.Millisecond)
-				if cur := written.Load(); cur == prev && cur > 0 {
-					break
-				} else {
-					prev = cur
-				}
-			}
+			written, _ := floodCamera(peer)
+			waitStalled(written)
 			start := time.Now()
 			tc.end(t, shutdown, server)
 			res := awaitResult(t, ctx, done)

@@ -82,18 +82,10 @@ func TestBurstWhileHandlerBlocks(t *testing.T) {
 	entered := make(chan struct{})
 	c.Handle("slow", func(ctx context.Context, _ []byte) (int, []byte) {
 		close(entered)
-		select {
-		case <-release:
-			return 200, []byte(`{"slow":true}`)
-		case <-ctx.Done():
-			return 503, nil
-		}
+		return hold(ctx, release, []byte(`{"slow":true}`))
 	})
 	c.Handle("echo", echo)
-	startRun(t, ctx, c)
-	if err := e.WaitSubscribed(ctx, testDevice, testModule, filterMethods); err != nil {
-		t.Fatal(err)
-	}
+	runSubscribed(t, ctx, e, c)
 	slowDone := make(chan string, 1)
 	go func() {
 		status, resp, err := e.InvokeMethod(ctx, testDevice, testModule, "slow", nil, 20*time.Second)
@@ -142,10 +134,7 @@ func TestTwinFromHandler(t *testing.T) {
 		}
 		return 200, []byte(fmt.Sprintf(`{"version":%d,"reported":%s}`, v, reported))
 	})
-	startRun(t, ctx, c)
-	if err := e.WaitSubscribed(ctx, testDevice, testModule, filterMethods); err != nil {
-		t.Fatal(err)
-	}
+	runSubscribed(t, ctx, e, c)
 	for i := range 3 {
 		status, resp := call(t, ctx, e, "twin", fmt.Sprint(i))
 		var r struct {
@@ -175,10 +164,7 @@ func TestMethodResults(t *testing.T) {
 		b, _ := json.Marshal(string(p))
 		return 200, []byte(`{"raw":` + string(b) + `}`)
 	})
-	startRun(t, ctx, c)
-	if err := e.WaitSubscribed(ctx, testDevice, testModule, filterMethods); err != nil {
-		t.Fatal(err)
-	}
+	runSubscribed(t, ctx, e, c)
 	tests := []struct {
 		method, payload string
 		status          int
@@ -293,10 +279,7 @@ func TestTokenRenewal(t *testing.T) {
 		}
 		return 200, p
 	})
-	startRun(t, ctx, c)
-	if err := e.WaitSubscribed(ctx, testDevice, testModule, filterMethods); err != nil {
-		t.Fatal(err)
-	}
+	runSubscribed(t, ctx, e, c)
 	const renewals = 8
 	var (
 		wg         sync.WaitGroup
@@ -397,18 +380,10 @@ func TestRenewalServesCallInFlight(t *testing.T) {
 	})
 	release := make(chan struct{})
 	c.Handle("slow", func(ctx context.Context, p []byte) (int, []byte) {
-		select {
-		case <-release:
-			return 200, p
-		case <-ctx.Done():
-			return 503, nil
-		}
+		return hold(ctx, release, p)
 	})
 	c.Handle("echo", echo)
-	startRun(t, ctx, c)
-	if err := e.WaitSubscribed(ctx, testDevice, testModule, filterMethods); err != nil {
-		t.Fatal(err)
-	}
+	runSubscribed(t, ctx, e, c)
 	slow := make(chan error, 1)
 	go func() {
 		status, resp, err := e.InvokeMethod(ctx, testDevice, testModule, "slow", json.RawMessage(`"slow"`), time.Minute)
@@ -566,10 +541,7 @@ func TestWebSocket(t *testing.T) {
 				}
 			})
 			c.Handle("echo", echo)
-			startRun(t, ctx, c)
-			if err := e.WaitSubscribed(ctx, testDevice, testModule, filterMethods); err != nil {
-				t.Fatal(err)
-			}
+			runSubscribed(t, ctx, e, c)
 			if info, _ := e.ConnInfo(testDevice, testModule); info.Transport != "wss" || info.ModelID != DefaultModelID {
 				t.Errorf("transport %q, model id %q", info.Transport, info.ModelID)
 			}

@@ -36,17 +36,9 @@ func TestConcurrencyLimit(t *testing.T) {
 	release := make(chan struct{})
 	c.Handle("hold", func(ctx context.Context, p []byte) (int, []byte) {
 		running.Add(1)
-		select {
-		case <-release:
-			return 200, p
-		case <-ctx.Done():
-			return 503, nil
-		}
+		return hold(ctx, release, p)
 	})
-	startRun(t, ctx, c)
-	if err := e.WaitSubscribed(ctx, testDevice, testModule, filterMethods); err != nil {
-		t.Fatal(err)
-	}
+	runSubscribed(t, ctx, e, c)
 	var wg sync.WaitGroup
 	errs := make(chan string, MaxConcurrentMethods)
 	for i := range MaxConcurrentMethods {

@@ -203,6 +203,28 @@ func startRun(t *testing.T, ctx context.Context, c *testClient) (stop func()) {
 	return testutil.StartRun(t, ctx, 30*time.Second, c.Run)
 }
 
+// runSubscribed starts c (see startRun) and waits until the emulator has
+// its subscription to methods for the default module.
+func runSubscribed(t *testing.T, ctx context.Context, e *emulator.Emulator, c *testClient) {
+	t.Helper()
+	startRun(t, ctx, c)
+	if err := e.WaitSubscribed(ctx, testDevice, testModule, filterMethods); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// hold is a method handler's body for a call held until the test releases
+// it: 200 with body once release is closed, 503 if the call's context ends
+// first.
+func hold(ctx context.Context, release <-chan struct{}, body []byte) (int, []byte) {
+	select {
+	case <-release:
+		return 200, body
+	case <-ctx.Done():
+		return 503, nil
+	}
+}
+
 // call invokes a method through the emulator and fails the test on a hub error.
 func call(t *testing.T, ctx context.Context, e *emulator.Emulator, method string, payload string) (int, string) {
 	t.Helper()
