@@ -335,7 +335,10 @@ func TestOpenFailures(t *testing.T) {
 			}
 			select {
 			case c := <-h.camera.conns: // a camera connection opened for a failed tunnel must be closed
-				c.SetReadDeadline(time.Now().Add(5 * time.Second))
+				// Closed before the answer, so EOF is already there; a
+				// connection left open would block until this generous
+				// deadline and fail with a timeout.
+				c.SetReadDeadline(time.Now().Add(30 * time.Second))
 				if _, err := c.Read(make([]byte, 1)); err != io.EOF {
 					t.Errorf("camera connection of a failed open: read %v, want EOF", err)
 				}
