@@ -23,3 +23,15 @@ func WaitUntil(t testing.TB, ctx context.Context, what string, cond func() bool)
 		}
 	}
 }
+
+// Sleep waits for d, or returns ctx's error as soon as ctx ends.
+func Sleep(ctx context.Context, d time.Duration) error {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}

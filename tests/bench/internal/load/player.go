@@ -7,6 +7,8 @@ import (
 	"net"
 	"sync/atomic"
 	"time"
+
+	"github.com/rtsptunnel/rtsptunnel/tests/internal/testutil"
 )
 
 // Header returns the first line a client sends to choose the camera's mode.
@@ -182,16 +184,7 @@ func Upload(ctx context.Context, addr string, cam *Camera, w Window) (Rate, erro
 
 // measure counts how far counter advances in w.
 func measure(ctx context.Context, counter func() int64, ended func() bool, w Window) (Rate, error) {
-	sleep := func(d time.Duration) error {
-		t := time.NewTimer(d)
-		defer t.Stop()
-		select {
-		case <-t.C:
-			return nil
-		case <-ctx.Done():
-			return ctx.Err()
-		}
-	}
+	sleep := func(d time.Duration) error { return testutil.Sleep(ctx, d) }
 	if err := sleep(w.Warmup); err != nil {
 		return Rate{}, err
 	}

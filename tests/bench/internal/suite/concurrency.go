@@ -13,6 +13,7 @@ import (
 
 	"github.com/rtsptunnel/rtsptunnel/tests/bench/internal/load"
 	"github.com/rtsptunnel/rtsptunnel/tests/bench/internal/procstat"
+	"github.com/rtsptunnel/rtsptunnel/tests/internal/testutil"
 )
 
 // openAttempts is how often a player tries to open its tunnel: a player
@@ -171,7 +172,7 @@ func (e *env) concurrencyStep(ctx context.Context, n, fps int, writev, profile b
 	r.OpenTime = openTime
 	r.OpensPerSec = float64(n) / openTime.Seconds()
 	// Let every stream reach its pace before the window.
-	if err := sleep(ctx, 2*time.Second); err != nil {
+	if err := testutil.Sleep(ctx, 2*time.Second); err != nil {
 		return nil, err
 	}
 	w, err := procstat.StartWindow(time.Second, e.module.Pid(), e.relay.Pid(), os.Getpid(), e.emu.Pid())
@@ -187,7 +188,7 @@ func (e *env) concurrencyStep(ctx context.Context, n, fps int, writev, profile b
 		before[i] = c.Received()
 	}
 	t0 := time.Now()
-	err = sleep(ctx, e.opts.Window)
+	err = testutil.Sleep(ctx, e.opts.Window)
 	elapsed := time.Since(t0)
 	rates := make([]float64, n)
 	for i, c := range conns {
@@ -235,7 +236,7 @@ func (e *env) idleMemory(ctx context.Context, res *Results) error {
 	n := e.opts.IdleTunnels
 	m := &MemoryResult{Tunnels: n}
 	res.Memory = m
-	if err := sleep(ctx, 2*time.Second); err != nil {
+	if err := testutil.Sleep(ctx, 2*time.Second); err != nil {
 		return err
 	}
 	var err error
@@ -256,7 +257,7 @@ func (e *env) idleMemory(ctx context.Context, res *Results) error {
 		return fmt.Errorf("%d idle tunnels open, the camera has %d connections", n, a)
 	}
 	e.progress("memory: %d idle tunnels up after %v", n, openTime.Round(time.Millisecond))
-	if err := sleep(ctx, 3*time.Second); err != nil {
+	if err := testutil.Sleep(ctx, 3*time.Second); err != nil {
 		return err
 	}
 	if m.ModuleIdle, m.RelayIdle, err = e.rss(ctx); err != nil {
@@ -282,7 +283,7 @@ func (e *env) idleMemory(ctx context.Context, res *Results) error {
 func (e *env) rss(ctx context.Context) (module, relay int64, err error) {
 	for i := range 5 {
 		if i > 0 {
-			if err := sleep(ctx, 500*time.Millisecond); err != nil {
+			if err := testutil.Sleep(ctx, 500*time.Millisecond); err != nil {
 				return 0, 0, err
 			}
 		}
@@ -295,17 +296,6 @@ func (e *env) rss(ctx context.Context) (module, relay int64, err error) {
 		relay += r
 	}
 	return module / 5, relay / 5, nil
-}
-
-func sleep(ctx context.Context, d time.Duration) error {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-t.C:
-		return nil
-	case <-ctx.Done():
-		return ctx.Err()
-	}
 }
 
 func mib(b int64) float64 { return float64(b) / (1 << 20) }

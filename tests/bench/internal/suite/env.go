@@ -359,7 +359,7 @@ func (e *env) startModule(ctx context.Context, name string, extra ...string) err
 		if wctx.Err() != nil {
 			return fmt.Errorf("no tunnel opened within a minute of the module's start: %w\n%s", err, p.Output())
 		}
-		sleep(wctx, 200*time.Millisecond)
+		testutil.Sleep(wctx, 200*time.Millisecond)
 	}
 }
 

@@ -16,6 +16,7 @@ import (
 
 	"github.com/rtsptunnel/rtsptunnel/tests/bench/internal/load"
 	"github.com/rtsptunnel/rtsptunnel/tests/bench/internal/procstat"
+	"github.com/rtsptunnel/rtsptunnel/tests/internal/testutil"
 )
 
 // Series of the relay's metrics the fan-out test reads (labels in the
@@ -155,7 +156,7 @@ func (e *env) fanout(ctx context.Context, res *Results, fresh bool) error {
 // fanoutStep lets the players run for FanoutWarmup, then measures them and
 // the processes over FanoutWindow.
 func (e *env) fanoutStep(ctx context.Context, players []*load.RTSPPlayer, openTime time.Duration) (*FanoutStep, error) {
-	if err := sleep(ctx, e.opts.FanoutWarmup); err != nil {
+	if err := testutil.Sleep(ctx, e.opts.FanoutWarmup); err != nil {
 		return nil, err
 	}
 	s := &FanoutStep{Players: len(players), OpenTime: openTime}
@@ -176,7 +177,7 @@ func (e *env) fanoutStep(ctx context.Context, players []*load.RTSPPlayer, openTi
 		before[i], lost[i] = p.Received(), p.Lost()
 	}
 	if err == nil {
-		err = sleep(ctx, e.opts.FanoutWindow)
+		err = testutil.Sleep(ctx, e.opts.FanoutWindow)
 	}
 	var m1 map[string]float64
 	if err == nil {
@@ -238,7 +239,7 @@ func (e *env) joins(ctx context.Context, viewers int, check func()) (*JoinResult
 	var firstErr error
 	interval := time.Second / time.Duration(max(e.opts.FPS, 1))
 	for range e.opts.Joins {
-		if err := sleep(ctx, rand.N(interval)); err != nil {
+		if err := testutil.Sleep(ctx, rand.N(interval)); err != nil {
 			return j, err
 		}
 		jctx, cancel := context.WithTimeout(ctx, 10*time.Second)

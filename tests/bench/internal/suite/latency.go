@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/rtsptunnel/rtsptunnel/tests/bench/internal/load"
+	"github.com/rtsptunnel/rtsptunnel/tests/internal/testutil"
 )
 
 // openOnce opens a tunnel to the camera simulator through the relay: the
@@ -126,7 +127,7 @@ func (e *env) addedLatency(ctx context.Context, res *Results) error {
 		if round > 0 {
 			// Apart in time, so that a burst of the machine's other load
 			// is less likely to touch every round.
-			if err := sleep(ctx, 2*time.Second); err != nil {
+			if err := testutil.Sleep(ctx, 2*time.Second); err != nil {
 				return err
 			}
 		}
@@ -146,7 +147,7 @@ func (e *env) addedLatency(ctx context.Context, res *Results) error {
 				}
 				// A pause, as between a player's requests: every request finds
 				// the processes idle rather than spinning.
-				if err := sleep(ctx, time.Millisecond); err != nil {
+				if err := testutil.Sleep(ctx, time.Millisecond); err != nil {
 					return err
 				}
 			}

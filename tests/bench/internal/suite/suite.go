@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/rtsptunnel/rtsptunnel/tests/bench/internal/procstat"
+	"github.com/rtsptunnel/rtsptunnel/tests/internal/testutil"
 )
 
 // Options configures Run. Zero values take the full run's defaults, see Defaults.
@@ -365,7 +366,7 @@ func background(ctx context.Context, d time.Duration) float64 {
 		return -1
 	}
 	t0 := time.Now()
-	sleep(ctx, d)
+	testutil.Sleep(ctx, d)
 	b1, _, _ := procstat.MachineCPU()
 	return 100 * (b1 - b0).Seconds() / time.Since(t0).Seconds()
 }
