@@ -158,7 +158,7 @@ func TestServer(t *testing.T) {
 	base := "http://" + s.ListenAddr().String()
 	get := func(path string) (int, string) {
 		t.Helper()
-		ctx, cancel := context.WithTimeout(t.Context(), 5*time.Second)
+		ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second) // a local server; generous for a loaded machine
 		defer cancel()
 		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, base+path, nil)
 		resp, err := http.DefaultClient.Do(req)
