@@ -11,7 +11,6 @@ import (
 	"testing"
 	"time"
 
-
 	"github.com/rtsptunnel/rtsptunnel/relay/internal/config"
 	"github.com/rtsptunnel/rtsptunnel/relay/internal/testutil"
 )

@@ -9,7 +9,6 @@ import (
 	"testing"
 	"time"
 
-
 	"github.com/rtsptunnel/rtsptunnel/relay/internal/config"
 	"github.com/rtsptunnel/rtsptunnel/relay/internal/testutil"
 )
