@@ -47,3 +47,12 @@ func StartRun(t testing.TB, ctx context.Context, grace time.Duration, run func(c
 	t.Cleanup(stop)
 	return stop
 }
+
+// Context returns a context that ends with the test or after d, whichever
+// comes first.
+func Context(t testing.TB, d time.Duration) context.Context {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(t.Context(), d)
+	t.Cleanup(cancel)
+	return ctx
+}
