@@ -259,6 +259,16 @@ func rtspURL(s *testcloud.Session) string {
 	return "rtsp://" + s.ListenAddr() + camera.DefaultPath
 }
 
+// mustPlay fails the test unless ffprobe reads 2 s of video from url: at
+// least 25 packets of the camera's 25 fps, ffprobe's start-up costing a few.
+// ffprobe counts stream time, so a loaded machine only makes it slower.
+func mustPlay(t *testing.T, ctx context.Context, url, what string) {
+	t.Helper()
+	if p, err := harness.FFProbe(ctx, url, 2*time.Second); err != nil || p.Packets < 25 {
+		t.Fatalf("%s: %d packets, %v", what, p.Packets, err)
+	}
+}
+
 // scrape returns the module's metrics text.
 func (c *chain) scrape(ctx context.Context) string {
 	c.t.Helper()

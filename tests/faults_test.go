@@ -241,13 +241,7 @@ func TestHubHalfOpen(t *testing.T) {
 
 	s, _ := c.openTunnel(ctx, token)
 	const watch = hubKeepAliveBound + 20*time.Second
-	done := make(chan struct{})
-	var probe harness.Probe
-	var probeErr error
-	go func() {
-		defer close(done)
-		probe, probeErr = harness.FFProbe(ctx, rtspURL(s), watch)
-	}()
+	player := harness.StartFFProbe(ctx, rtspURL(s), watch)
 	if err := s.WaitConnected(ctx); err != nil {
 		t.Fatal(err)
 	}
@@ -274,11 +268,9 @@ func TestHubHalfOpen(t *testing.T) {
 	c.waitReady(ctx)
 	// Methods answer again: a second tunnel opens and plays.
 	s2, _ := c.openTunnel(ctx, token)
-	if p, err := harness.FFProbe(ctx, rtspURL(s2), 2*time.Second); err != nil || p.Packets < 25 {
-		t.Errorf("a tunnel opened after the reconnect: %d packets, %v", p.Packets, err)
-	}
+	mustPlay(t, ctx, rtspURL(s2), "a tunnel opened after the reconnect")
 
-	<-done
+	probe, probeErr := player.Wait()
 	// 25 fps; allow for ffprobe's start-up, not for lost packets.
 	if want := int(watch.Seconds()*25) * 9 / 10; probeErr != nil || probe.Packets < want {
 		t.Errorf("the open tunnel across the half-open hub link: %d packets in %s, %v; want >= %d", probe.Packets, watch, probeErr, want)

@@ -333,10 +333,7 @@ func TestPassthroughAuth(t *testing.T) {
 	}
 	u, _ := url.Parse(raw)
 	u.User = url.UserPassword("alice", rc.password)
-	p, err := harness.FFProbe(ctx, u.String(), 2*time.Second)
-	if err != nil || p.Packets < 25 {
-		t.Fatalf("alice through the gate: %d packets, %v", p.Packets, err)
-	}
+	mustPlay(t, ctx, u.String(), "alice through the gate")
 	testutil.WaitUntil(t, ctx, "the tunnel closed", func() bool {
 		return metricValue(rc.relayMetrics(ctx), `relay_sessions_total{camera="vault",outcome="ok"}`) == 1
 	})

@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"net"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"syscall"
 	"testing"
@@ -157,9 +156,7 @@ func TestTunnelOpenRefusals(t *testing.T) {
 	}
 	// After all those refusals, a good open still works.
 	s, _ := c.openTunnel(ctx, token)
-	if p, err := harness.FFProbe(ctx, rtspURL(s), 2*time.Second); err != nil || p.Packets < 25 {
-		t.Fatalf("after refusals: %d packets, %v", p.Packets, err)
-	}
+	mustPlay(t, ctx, rtspURL(s), "after refusals")
 }
 
 // TestSessionLimit fills the session limit: the next open gets 429 with the
@@ -171,14 +168,7 @@ func TestSessionLimit(t *testing.T) {
 	c := newChain(t, ctx, chainOptions{env: []string{"RTSPTUNNEL_MAXSESSIONS=1"}})
 
 	s, _ := c.openTunnel(ctx, token)
-	var wg sync.WaitGroup
-	var probe harness.Probe
-	var probeErr error
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		probe, probeErr = harness.FFProbe(ctx, rtspURL(s), 4*time.Second)
-	}()
+	player := harness.StartFFProbe(ctx, rtspURL(s), 4*time.Second)
 	if err := s.WaitConnected(ctx); err != nil {
 		t.Fatal(err)
 	}
@@ -193,8 +183,7 @@ func TestSessionLimit(t *testing.T) {
 	if s2.Attempts() != 0 {
 		t.Errorf("a refused open connected to the cloud %d times", s2.Attempts())
 	}
-	wg.Wait()
-	if probeErr != nil || probe.Packets < 75 {
+	if probe, probeErr := player.Wait(); probeErr != nil || probe.Packets < 75 {
 		t.Fatalf("the open tunnel was disturbed: %d packets, %v", probe.Packets, probeErr)
 	}
 }
@@ -256,13 +245,7 @@ func TestReconnectWhileStreaming(t *testing.T) {
 	c := newChain(t, ctx, chainOptions{})
 
 	s, _ := c.openTunnel(ctx, token)
-	done := make(chan struct{})
-	var probe harness.Probe
-	var probeErr error
-	go func() {
-		defer close(done)
-		probe, probeErr = harness.FFProbe(ctx, rtspURL(s), 10*time.Second)
-	}()
+	player := harness.StartFFProbe(ctx, rtspURL(s), 10*time.Second)
 	if err := s.WaitConnected(ctx); err != nil {
 		t.Fatal(err)
 	}
@@ -287,9 +270,8 @@ func TestReconnectWhileStreaming(t *testing.T) {
 		v, _ := rep["$version"].(float64)
 		return v > version && sum["active"] == float64(1)
 	})
-	<-done
 	// 10 s at 25 fps is 250 packets; the outage must not cost any.
-	if probeErr != nil || probe.Packets < 225 {
+	if probe, probeErr := player.Wait(); probeErr != nil || probe.Packets < 225 {
 		t.Fatalf("through the outage: %d packets, %v", probe.Packets, probeErr)
 	}
 	c.openTunnel(ctx, token)

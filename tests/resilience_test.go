@@ -198,13 +198,7 @@ func TestHubOutageLong(t *testing.T) {
 
 	s, _ := c.openTunnel(ctx, token)
 	const watch = 40 * time.Second
-	done := make(chan struct{})
-	var probe harness.Probe
-	var probeErr error
-	go func() {
-		defer close(done)
-		probe, probeErr = harness.FFProbe(ctx, rtspURL(s), watch)
-	}()
+	player := harness.StartFFProbe(ctx, rtspURL(s), watch)
 	if err := s.WaitConnected(ctx); err != nil {
 		t.Fatal(err)
 	}
@@ -237,7 +231,7 @@ func TestHubOutageLong(t *testing.T) {
 	s2, _ := c.openTunnel(ctx, token)
 	s2.Close(websocket.StatusNormalClosure, "done")
 
-	<-done
+	probe, probeErr := player.Wait()
 	// 25 fps; allow for ffprobe's start-up, not for lost packets.
 	want := int(watch.Seconds()*25) * 9 / 10
 	if probeErr != nil || probe.Packets < want {
@@ -265,13 +259,7 @@ func TestTokenRenewalUnderLoad(t *testing.T) {
 	})
 	s, _ := c.openTunnel(ctx, token)
 	const watch = 10 * time.Second
-	probeDone := make(chan struct{})
-	var probe harness.Probe
-	var probeErr error
-	go func() {
-		defer close(probeDone)
-		probe, probeErr = harness.FFProbe(ctx, rtspURL(s), watch)
-	}()
+	player := harness.StartFFProbe(ctx, rtspURL(s), watch)
 	connects := c.emu.Connects(edgeDevice, moduleID)
 	deadline := time.Now().Add(watch)
 	var calls, failures, retries atomic.Int64
@@ -291,7 +279,7 @@ func TestTokenRenewalUnderLoad(t *testing.T) {
 		})
 	}
 	wg.Wait()
-	<-probeDone
+	probe, probeErr := player.Wait()
 	renewals := c.emu.Connects(edgeDevice, moduleID) - connects
 	t.Logf("%d calls across %d renewals: %d failed, %d retries after a 404103; video %d packets", calls.Load(), renewals, failures.Load(), retries.Load(), probe.Packets)
 	if renewals < 3 {
@@ -355,9 +343,7 @@ func TestCameraReset(t *testing.T) {
 	testutil.WaitUntil(t, ctx, "the camera connection gone", func() bool { return c.cam.ActiveConns() == 0 })
 
 	s2, _, _ := c.open(ctx, 554, "")
-	if p, err := harness.FFProbe(ctx, rtspURL(s2), 2*time.Second); err != nil || p.Packets < 25 {
-		t.Fatalf("after the camera came back: %d packets, %v", p.Packets, err)
-	}
+	mustPlay(t, ctx, rtspURL(s2), "after the camera came back")
 }
 
 // TestCameraHangs covers cameras that stop talking: one that freezes
@@ -433,9 +419,7 @@ func TestCameraHangs(t *testing.T) {
 	// The camera answers again.
 	px.Thaw()
 	s3, _, _ := c.open(ctx, 554, "")
-	if p, err := harness.FFProbe(ctx, rtspURL(s3), 2*time.Second); err != nil || p.Packets < 25 {
-		t.Fatalf("after the camera thawed: %d packets, %v", p.Packets, err)
-	}
+	mustPlay(t, ctx, rtspURL(s3), "after the camera thawed")
 }
 
 // TestCloudVanishes cuts the network between the module and the cloud
@@ -548,18 +532,12 @@ func TestStalledReaders(t *testing.T) {
 	// A normal tunnel beside them.
 	sOK, _ := c.openTunnel(ctx, token)
 	const watch = 8 * time.Second
-	probeDone := make(chan struct{})
-	var probe harness.Probe
-	var probeErr error
-	go func() {
-		defer close(probeDone)
-		probe, probeErr = harness.FFProbe(ctx, rtspURL(sOK), watch)
-	}()
+	player := harness.StartFFProbe(ctx, rtspURL(sOK), watch)
 
 	time.Sleep(2 * time.Second)
 	early := readProc(t, c.module.Pid())
 	slow0, pushed0 := slowRead.Load(), pushed.Load()
-	<-probeDone
+	probe, probeErr := player.Wait()
 	late := readProc(t, c.module.Pid())
 	slowRate := float64(slowRead.Load()-slow0) / (watch - 2*time.Second).Seconds()
 	t.Logf("module RSS: %d MiB before, %d MiB 2 s into the stall, %d MiB %s later; fds %d/%d/%d",

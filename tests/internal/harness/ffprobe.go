@@ -79,3 +79,31 @@ func FFProbeTimeout(ctx context.Context, url string, dur, ioTimeout time.Duratio
 	}
 	return p, nil
 }
+
+// BackgroundProbe is an [FFProbe] run in its own goroutine, for a player
+// that keeps reading while a test breaks things.
+type BackgroundProbe struct {
+	done chan struct{}
+	p    Probe // written before done is closed
+	err  error // written before done is closed
+}
+
+// StartFFProbe starts [FFProbe] of url for dur in the background; ctx ends
+// it early.
+func StartFFProbe(ctx context.Context, url string, dur time.Duration) *BackgroundProbe {
+	b := &BackgroundProbe{done: make(chan struct{})}
+	go func() {
+		defer close(b.done)
+		b.p, b.err = FFProbe(ctx, url, dur)
+	}()
+	return b
+}
+
+// Done is closed when ffprobe has ended.
+func (b *BackgroundProbe) Done() <-chan struct{} { return b.done }
+
+// Wait waits for ffprobe to end and returns what [FFProbe] returned.
+func (b *BackgroundProbe) Wait() (Probe, error) {
+	<-b.done
+	return b.p, b.err
+}
