@@ -53,10 +53,9 @@ type Camera struct {
 	// Media is the one media it serves.
 	Media *description.Media
 
-	Written atomic.Int64 // packets written to the stream
-	Plays   atomic.Int64 // PLAY requests accepted
-	Refuse  atomic.Bool  // DESCRIBE answers 404 while set
-	Paused  atomic.Bool  // nothing is written while set
+	Plays  atomic.Int64 // PLAY requests accepted
+	Refuse atomic.Bool  // DESCRIBE answers 404 while set
+	Paused atomic.Bool  // nothing is written while set
 
 	o      CameraOptions // static after construction
 	srv    *gortsplib.Server
@@ -168,7 +167,6 @@ func (c *Camera) writePacket() func(int) {
 			},
 			Payload: payload,
 		})
-		c.Written.Add(1)
 	}
 }
 
@@ -188,7 +186,6 @@ func (c *Camera) writeFrame(enc *rtph264.Encoder, i int) {
 	for _, p := range pkts {
 		p.Timestamp = ts
 		c.stream.WritePacketRTP(c.Media, p)
-		c.Written.Add(1)
 	}
 }
 

@@ -4,7 +4,6 @@ import (
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
-	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/pem"
@@ -129,11 +128,6 @@ func makeCert(t testing.TB, o CertOptions, parent *Cert) *Cert {
 		CertPEM: CertPEM(der),
 		KeyPEM:  pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: keyDER}),
 	}
-}
-
-// TLS returns c as a tls.Certificate for a tls.Config.
-func (c *Cert) TLS() tls.Certificate {
-	return tls.Certificate{Certificate: [][]byte{c.Cert.Raw}, PrivateKey: c.Key, Leaf: c.Cert}
 }
 
 // WriteFiles writes c's certificate and key into dir as tls.crt and

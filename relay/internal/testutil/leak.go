@@ -40,7 +40,7 @@ func CheckGoroutines(t testing.TB) {
 func RunMain(m *testing.M, marker string) int {
 	code := m.Run()
 	if code == 0 {
-		if leaked := LeakedGoroutines(marker, leakWait); leaked != "" {
+		if leaked := leakedGoroutines(marker, leakWait); leaked != "" {
 			os.Stderr.WriteString("leaked goroutines:\n" + leaked)
 			code = 1
 		}
@@ -48,15 +48,15 @@ func RunMain(m *testing.M, marker string) int {
 	return code
 }
 
-// LeakedGoroutines returns the stacks of the goroutines that name marker,
+// leakedGoroutines returns the stacks of the goroutines that name marker,
 // other than the caller's, waiting up to wait for them to end; it returns
 // "" once none is left.
-func LeakedGoroutines(marker string, wait time.Duration) string {
+func leakedGoroutines(marker string, wait time.Duration) string {
 	deadline := time.Now().Add(wait)
 	for {
 		var leaked []string
 		for g := range strings.SplitSeq(stacks(), "\n\n") {
-			if strings.Contains(g, marker) && !strings.Contains(g, "testutil.LeakedGoroutines") && !strings.Contains(g, ".TestMain(") {
+			if strings.Contains(g, marker) && !strings.Contains(g, "testutil.leakedGoroutines") && !strings.Contains(g, ".TestMain(") {
 				leaked = append(leaked, g)
 			}
 		}

@@ -17,13 +17,6 @@ type LogBuffer struct {
 	b  bytes.Buffer // guarded by mu
 }
 
-// NewLogger returns a LogBuffer and a JSON slog.Logger writing to it at
-// level (and above).
-func NewLogger(level slog.Level) (*slog.Logger, *LogBuffer) {
-	b := &LogBuffer{}
-	return b.Logger(level), b
-}
-
 // Logger returns a JSON slog.Logger writing to b at level (and above).
 func (b *LogBuffer) Logger(level slog.Level) *slog.Logger {
 	return slog.New(slog.NewJSONHandler(b, &slog.HandlerOptions{Level: level}))
@@ -41,11 +34,6 @@ func (b *LogBuffer) String() string {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	return b.b.String()
-}
-
-// Logged reports whether substr appears anywhere in the logs.
-func (b *LogBuffer) Logged(substr string) bool {
-	return strings.Contains(b.String(), substr)
 }
 
 // Count returns how many JSON log lines have msg as their message.
