@@ -1,7 +1,6 @@
 package app
 
 import (
-	"context"
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/pem"
@@ -60,8 +59,7 @@ func TestWebsocketTLSModes(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-			defer cancel()
+			ctx := testutil.Context(t, 10*time.Second)
 			a := startApp(t, minimalConfig(tt.set))
 			u := a.Ready().WebsocketURL
 			if !strings.HasPrefix(u, tt.scheme+"://127.0.0.1:") {

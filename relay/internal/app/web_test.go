@@ -1,7 +1,6 @@
 package app
 
 import (
-	"context"
 	"crypto/tls"
 	"io"
 	"net/http"
@@ -20,8 +19,7 @@ import (
 func TestWebRouting(t *testing.T) {
 	for _, on := range []bool{true, false} {
 		t.Run(map[bool]string{true: "webrtc on", false: "webrtc off"}[on], func(t *testing.T) {
-			ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-			defer cancel()
+			ctx := testutil.Context(t, 20*time.Second)
 			a := startApp(t, minimalConfig(func(cfg *config.Config) {
 				cfg.SelfSigned = true
 				cfg.Cameras = []config.Camera{{Name: "c", DeviceID: "d", LocalPort: 554}} // shared: WHEP serves it

@@ -223,8 +223,7 @@ func TestInvokeMethod(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-			defer cancel()
+			ctx := testutil.Context(t, 10*time.Second)
 			h := &hub{respond: tt.respond}
 			c := newTestClient(t, h)
 			resp, err := c.InvokeMethod(ctx, tt.device, tt.module, MethodRequest{
@@ -318,8 +317,7 @@ func TestNewHTTPClientTrust(t *testing.T) {
 	defer srv.Close()
 	u, _ := url.Parse(srv.URL)
 	ca := testutil.CertPEM(srv.Certificate().Raw)
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
+	ctx := testutil.Context(t, 10*time.Second)
 
 	untrusting, err := NewHTTPClient(nil)
 	if err != nil {

@@ -8,11 +8,12 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/rtsptunnel/rtsptunnel/relay/internal/testutil"
 )
 
 func TestServer(t *testing.T) {
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
+	ctx := testutil.Context(t, 10*time.Second)
 	got := make(chan string, 4)
 	s := &Server{
 		Listeners: []Listener{{"a", "127.0.0.1:0"}, {"b", "127.0.0.1:0"}},
