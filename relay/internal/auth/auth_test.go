@@ -15,6 +15,8 @@ import (
 	gsauth "github.com/bluenviron/gortsplib/v4/pkg/auth"
 	"github.com/bluenviron/gortsplib/v4/pkg/base"
 	"golang.org/x/crypto/bcrypt"
+
+	"github.com/rtsptunnel/rtsptunnel/relay/internal/testutil"
 )
 
 const testRealm = "relay@test"
@@ -69,27 +71,12 @@ func testUsers(t testing.TB) []User {
 	}
 }
 
-// clock is an injectable time source.
-type clock struct {
-	mu sync.Mutex
-	t  time.Time
+// newClock returns the tests' injectable time source.
+func newClock() *testutil.Clock {
+	return testutil.NewClock(time.Date(2030, 1, 2, 3, 4, 5, 0, time.UTC))
 }
 
-func newClock() *clock { return &clock{t: time.Date(2030, 1, 2, 3, 4, 5, 0, time.UTC)} }
-
-func (c *clock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.t
-}
-
-func (c *clock) Add(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.t = c.t.Add(d)
-}
-
-func newVerifier(t testing.TB, clk *clock) *Verifier {
+func newVerifier(t testing.TB, clk *testutil.Clock) *Verifier {
 	t.Helper()
 	v := &Verifier{Realm: testRealm, Users: testUsers(t)}
 	if clk != nil {

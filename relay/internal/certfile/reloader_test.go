@@ -11,7 +11,6 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -179,12 +178,6 @@ func swapData(t *testing.T, dir string, gen int, cert, key []byte) {
 	}
 }
 
-// fakeClock is a Reloader.Now the test moves.
-type fakeClock struct{ ns atomic.Int64 }
-
-func (c *fakeClock) now() time.Time          { return time.Unix(0, c.ns.Load()) }
-func (c *fakeClock) advance(d time.Duration) { c.ns.Add(int64(d)) }
-
 // TestRotation rotates the files under each layout and checks which
 // certificate handshakes get: the new one from the first check after the
 // rotation, the previous one while the files hold a broken pair (logged
@@ -198,10 +191,9 @@ func TestRotation(t *testing.T) {
 			dir := t.TempDir()
 			certFile, keyFile := l.setup(t, dir, a)
 			logs := &testutil.LogBuffer{}
-			clock := &fakeClock{}
-			clock.ns.Store(time.Date(2030, 1, 1, 0, 0, 0, 0, time.UTC).UnixNano())
+			clock := testutil.NewClock(time.Date(2030, 1, 1, 0, 0, 0, 0, time.UTC))
 			r := &Reloader{CertFile: certFile, KeyFile: keyFile, Logger: slog.New(slog.NewJSONHandler(logs, nil)),
-				CheckInterval: time.Minute, Now: clock.now}
+				CheckInterval: time.Minute, Now: clock.Now}
 			if err := r.Initialize(); err != nil {
 				t.Fatal(err)
 			}
@@ -223,7 +215,7 @@ func TestRotation(t *testing.T) {
 
 			l.rotate(t, dir, 1, b.cert, b.key)
 			expect("rotated, within the check interval", a.serial, 0, 0)
-			clock.advance(time.Minute)
+			clock.Add(time.Minute)
 			expect("rotated, one interval later", b.serial, 1, 0)
 			if !strings.Contains(logs.String(), `"serial":"B"`) {
 				t.Errorf("reload line without the serial:\n%s", logs)
@@ -231,16 +223,16 @@ func TestRotation(t *testing.T) {
 
 			// A half-done rotation: the certificate of b with the key of c.
 			l.rotate(t, dir, 2, b.cert, c.key)
-			clock.advance(time.Minute)
+			clock.Add(time.Minute)
 			expect("broken pair", b.serial, 1, 1)
 			if !strings.Contains(logs.String(), keyFile) || !strings.Contains(logs.String(), `"level":"ERROR"`) {
 				t.Errorf("failure line does not name %s at ERROR:\n%s", keyFile, logs)
 			}
-			clock.advance(time.Minute)
+			clock.Add(time.Minute)
 			expect("broken pair, next check", b.serial, 1, 1) // retried, not logged again
 
 			l.rotate(t, dir, 3, c.cert, c.key)
-			clock.advance(time.Minute)
+			clock.Add(time.Minute)
 			expect("repaired", c.serial, 2, 1)
 		})
 	}
@@ -357,8 +349,8 @@ func TestGetCertificateIsCheap(t *testing.T) {
 	dir := t.TempDir()
 	certFile, keyFile := layouts[0].setup(t, dir, a)
 	logs := &testutil.LogBuffer{}
-	clock := &fakeClock{}
-	r := &Reloader{CertFile: certFile, KeyFile: keyFile, Logger: slog.New(slog.NewJSONHandler(logs, nil)), Now: clock.now}
+	clock := testutil.NewClock(time.Unix(0, 0))
+	r := &Reloader{CertFile: certFile, KeyFile: keyFile, Logger: slog.New(slog.NewJSONHandler(logs, nil)), Now: clock.Now}
 	if err := r.Initialize(); err != nil {
 		t.Fatal(err)
 	}
@@ -366,7 +358,7 @@ func TestGetCertificateIsCheap(t *testing.T) {
 		t.Fatal(err)
 	}
 	for range 3 {
-		clock.advance(defaultCheckInterval / 4)
+		clock.Add(defaultCheckInterval / 4)
 		if _, err := r.GetCertificate(nil); err != nil {
 			t.Fatal(err)
 		}
@@ -374,7 +366,7 @@ func TestGetCertificateIsCheap(t *testing.T) {
 	if n := logs.Count(msgFailed); n != 0 {
 		t.Fatalf("files checked within the interval (%d failures logged)", n)
 	}
-	clock.advance(defaultCheckInterval / 4)
+	clock.Add(defaultCheckInterval / 4)
 	cert, err := r.GetCertificate(nil)
 	if err != nil || serial(cert.Leaf) != a.serial {
 		t.Fatalf("GetCertificate after the key vanished: %v", err)

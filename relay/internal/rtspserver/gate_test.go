@@ -574,22 +574,14 @@ func TestGateRateLimited(t *testing.T) {
 }
 
 func TestGateStaleNonce(t *testing.T) {
-	var mu sync.Mutex
-	now := time.Date(2030, 1, 2, 3, 4, 5, 0, time.UTC)
-	clock := func() time.Time {
-		mu.Lock()
-		defer mu.Unlock()
-		return now
-	}
+	clock := testutil.NewClock(time.Date(2030, 1, 2, 3, 4, 5, 0, time.UTC))
 	e := newGateEnv(t, func(v *auth.Verifier, _ *auth.Limiter, _ *Gate) {
-		v.Now, v.NonceTTL = clock, time.Minute
+		v.Now, v.NonceTTL = clock.Now, time.Minute
 	})
 	p := e.connect(t, false)
 
 	res := p.challenge(1)
-	mu.Lock()
-	now = now.Add(2 * time.Minute)
-	mu.Unlock()
+	clock.Add(2 * time.Minute)
 	p.send(gateWithCredentials(t, res, "alice", gateAlicePassword, "DESCRIBE", 2))
 	res = p.response()
 	checkGateChallenge(t, res, 2, false, true)

@@ -8,6 +8,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/rtsptunnel/rtsptunnel/relay/internal/testutil"
 )
 
 func TestNewLengthAndRandomness(t *testing.T) {
@@ -49,64 +51,51 @@ func TestNewID(t *testing.T) {
 	}
 }
 
-// clock is a settable time source for the Store.
-type clock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func (c *clock) Now() time.Time { c.mu.Lock(); defer c.mu.Unlock(); return c.t }
-func (c *clock) Add(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.t = c.t.Add(d)
-}
-
 func TestRedeem(t *testing.T) {
 	const ttl = 10 * time.Second
 	tests := []struct {
 		name string
 		// run issues a token for "s1" (tok) and returns the error of the
 		// redemption under test.
-		run  func(s *Store, c *clock, tok string) error
+		run  func(s *Store, c *testutil.Clock, tok string) error
 		want error // nil means success
 	}{
-		{"valid", func(s *Store, c *clock, tok string) error { return s.Redeem("s1", tok) }, nil},
-		{"just before expiry", func(s *Store, c *clock, tok string) error {
+		{"valid", func(s *Store, c *testutil.Clock, tok string) error { return s.Redeem("s1", tok) }, nil},
+		{"just before expiry", func(s *Store, c *testutil.Clock, tok string) error {
 			c.Add(ttl - time.Nanosecond)
 			return s.Redeem("s1", tok)
 		}, nil},
-		{"expired", func(s *Store, c *clock, tok string) error { c.Add(ttl); return s.Redeem("s1", tok) }, ErrExpired},
-		{"reused", func(s *Store, c *clock, tok string) error {
+		{"expired", func(s *Store, c *testutil.Clock, tok string) error { c.Add(ttl); return s.Redeem("s1", tok) }, ErrExpired},
+		{"reused", func(s *Store, c *testutil.Clock, tok string) error {
 			if err := s.Redeem("s1", tok); err != nil {
 				return err
 			}
 			return s.Redeem("s1", tok)
 		}, ErrUsed},
-		{"wrong session", func(s *Store, c *clock, tok string) error { return s.Redeem("s2", tok) }, ErrUnknown},
-		{"missing", func(s *Store, c *clock, tok string) error { return s.Redeem("s1", "") }, ErrMissing},
-		{"other token", func(s *Store, c *clock, tok string) error {
+		{"wrong session", func(s *Store, c *testutil.Clock, tok string) error { return s.Redeem("s2", tok) }, ErrUnknown},
+		{"missing", func(s *Store, c *testutil.Clock, tok string) error { return s.Redeem("s1", "") }, ErrMissing},
+		{"other token", func(s *Store, c *testutil.Clock, tok string) error {
 			other, _ := New(nil)
 			return s.Redeem("s1", other)
 		}, ErrMismatch},
-		{"prefix", func(s *Store, c *clock, tok string) error { return s.Redeem("s1", tok[:len(tok)-1]) }, ErrMismatch},
-		{"longer", func(s *Store, c *clock, tok string) error { return s.Redeem("s1", tok+"A") }, ErrMismatch},
-		{"last char flipped", func(s *Store, c *clock, tok string) error {
+		{"prefix", func(s *Store, c *testutil.Clock, tok string) error { return s.Redeem("s1", tok[:len(tok)-1]) }, ErrMismatch},
+		{"longer", func(s *Store, c *testutil.Clock, tok string) error { return s.Redeem("s1", tok+"A") }, ErrMismatch},
+		{"last char flipped", func(s *Store, c *testutil.Clock, tok string) error {
 			b := []byte(tok)
 			b[len(b)-1] ^= 1
 			return s.Redeem("s1", string(b))
 		}, ErrMismatch},
-		{"wrong then right", func(s *Store, c *clock, tok string) error {
+		{"wrong then right", func(s *Store, c *testutil.Clock, tok string) error {
 			if err := s.Redeem("s1", "nope"); !errors.Is(err, ErrMismatch) {
 				return err
 			}
 			return s.Redeem("s1", tok)
 		}, nil},
-		{"revoked", func(s *Store, c *clock, tok string) error { s.Revoke("s1"); return s.Redeem("s1", tok) }, ErrUnknown},
+		{"revoked", func(s *Store, c *testutil.Clock, tok string) error { s.Revoke("s1"); return s.Redeem("s1", tok) }, ErrUnknown},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			c := &clock{t: time.Unix(1700000000, 0)}
+			c := testutil.NewClock(time.Unix(1700000000, 0))
 			s := &Store{Now: c.Now}
 			tok, err := s.Issue("s1", ttl)
 			if err != nil {
@@ -127,7 +116,7 @@ func TestRedeem(t *testing.T) {
 }
 
 func TestIssue(t *testing.T) {
-	c := &clock{t: time.Unix(1700000000, 0)}
+	c := testutil.NewClock(time.Unix(1700000000, 0))
 	s := &Store{Now: c.Now}
 	if _, err := s.Issue("a", 0); err == nil {
 		t.Fatal("Issue accepted a zero TTL")
