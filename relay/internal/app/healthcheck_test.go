@@ -3,13 +3,13 @@ package app
 import (
 	"bytes"
 	"context"
-	"net"
 	"net/http"
 	"net/http/httptest"
 	"strings"
 	"testing"
 
 	"github.com/rtsptunnel/rtsptunnel/relay/internal/config"
+	"github.com/rtsptunnel/rtsptunnel/relay/internal/testutil"
 )
 
 func TestHealthcheck(t *testing.T) {
@@ -27,12 +27,7 @@ func TestHealthcheck(t *testing.T) {
 	}
 	healthy := serve(http.StatusOK, "ok\n")
 	unhealthy := serve(http.StatusInternalServerError, "broken\n")
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	dead := "http://" + ln.Addr().String() + "/healthz" // nothing listens once closed
-	ln.Close()
+	dead := "http://" + testutil.ClosedAddr(t) + "/healthz"
 
 	// A server that never answers: only --timeout ends the check, so
 	// its case decides by outcome, whatever the machine's load.

@@ -113,14 +113,10 @@ func newEnv(t *testing.T, o envOptions) *env {
 	if o.cameras == nil {
 		o.cameras = map[string][]string{"door": {"alice"}}
 	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
+	ln := testutil.Listen(t)
 	if o.sndbuf > 0 {
 		ln = &sndbufListener{Listener: ln, size: o.sndbuf}
 	}
-	t.Cleanup(func() { ln.Close() })
 	v := &auth.Verifier{Realm: realm, Users: testUsers(t)}
 	if err := v.Initialize(); err != nil {
 		t.Fatal(err)
@@ -597,11 +593,7 @@ func TestInitializeErrors(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			testutil.CheckGoroutines(t)
-			ln, err := net.Listen("tcp", "127.0.0.1:0")
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer ln.Close()
+			ln := testutil.Listen(t)
 			v := &auth.Verifier{Realm: realm}
 			if err := v.Initialize(); err != nil {
 				t.Fatal(err)

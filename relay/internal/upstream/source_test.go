@@ -762,11 +762,7 @@ func TestAcquireCanceledWhileOpening(t *testing.T) {
 		{
 			name: "camera does not answer",
 			stall: func(t *testing.T, e *env) <-chan struct{} {
-				ln, err := net.Listen("tcp", "127.0.0.1:0")
-				if err != nil {
-					t.Fatal(err)
-				}
-				t.Cleanup(func() { ln.Close() })
+				ln := testutil.Listen(t)
 				closed := make(chan struct{})
 				go func() {
 					c, err := ln.Accept()
