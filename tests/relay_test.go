@@ -455,7 +455,10 @@ func TestRelayMethodFailures(t *testing.T) {
 	}
 	defer thaw()
 	start := time.Now()
-	_, err := harness.FFProbe(ctx, url1, 2*time.Second)
+	// ffprobe's I/O timeout is a minute here, so that only the relay's
+	// answer can end the wait on a loaded machine (the default 10 s left
+	// 5 s of slack over the method timeout).
+	_, err := harness.FFProbeTimeout(ctx, url1, 2*time.Second, time.Minute)
 	waited := time.Since(start)
 	if err == nil || !strings.Contains(err.Error(), "503 Service Unavailable") {
 		t.Errorf("player of a frozen module: %v; want an RTSP 503", err)
@@ -463,21 +466,20 @@ func TestRelayMethodFailures(t *testing.T) {
 	// That the 5 s method timeout, and no other wait, ended the call is
 	// decided by outcomes, not by a window on the wall clock (the old check,
 	// answered within 15 s, could fail on a loaded machine): the relay asked
-	// IoT Hub for exactly 5 s (without it the hub waits its default 30 s),
+	// IoT Hub for exactly 5 s (the relay's default is 15 s, the hub's 30 s),
 	// the hub answered 504 (the timeout's status, logged by the relay) and
-	// the player got 503 before ffprobe's own 10 s I/O timeout gave up. A
-	// lower bound cannot flake, load only adds time; it catches a relay that
-	// answers before the module had its 5 s.
+	// the player got that as 503. A lower bound cannot flake, load only adds
+	// time; it catches a relay that answers before the module had its 5 s.
 	if waited < 5*time.Second {
 		t.Errorf("player of a frozen module answered after %s, before the 5 s method timeout", waited)
 	}
 	t.Logf("frozen module: player answered after %s: %v", waited.Round(time.Millisecond), err)
+	if got := rc.hub.responseTimeouts(); len(got) == 0 || got[0] != 5 {
+		t.Errorf("tunnelOpen calls asked for responseTimeoutInSeconds %v, want 5 (--method-timeout 5s) first", got)
+	}
 	line := waitLog(t, ctx, rc.relay, "session closed", func(m map[string]any) bool { return m["method_status"] == float64(504) })
 	if line["outcome"] != "method_error" {
 		t.Errorf("relay session closed line %v, want outcome method_error", line)
-	}
-	if got := rc.hub.responseTimeouts(); len(got) == 0 || got[0] != 5 {
-		t.Errorf("tunnelOpen calls asked for responseTimeoutInSeconds %v, want 5 (--method-timeout 5s) first", got)
 	}
 	thaw()
 	mustPlay(t, ctx, url1, "after the module thawed")
