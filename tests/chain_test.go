@@ -259,6 +259,12 @@ func rtspURL(s *testcloud.Session) string {
 	return "rtsp://" + s.ListenAddr() + camera.DefaultPath
 }
 
+// stopGrace is how long a test that checks a clean exit gives a binary
+// after SIGTERM. Both exit in about a second (the module's steps are bounded
+// at 4.5 s in all); 30 s is beyond what a loaded machine adds, and a binary
+// that hangs still fails.
+const stopGrace = 30 * time.Second
+
 // mustPlay fails the test unless ffprobe reads 2 s of video from url: at
 // least 25 packets of the camera's 25 fps, ffprobe's start-up costing a few.
 // ffprobe counts stream time, so a loaded machine only makes it slower.

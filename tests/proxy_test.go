@@ -348,7 +348,7 @@ func TestSquidInThePath(t *testing.T) {
 
 	// Squid logs a CONNECT when its tunnel ends: stop the module and the
 	// relay, then read the log.
-	if _, _, err := module.Stop(10 * time.Second); err != nil {
+	if _, _, err := module.Stop(stopGrace); err != nil {
 		t.Error(err)
 	}
 	relay.Stop(10 * time.Second)

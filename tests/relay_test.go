@@ -485,7 +485,7 @@ func TestRelayMethodFailures(t *testing.T) {
 	mustPlay(t, ctx, url1, "after the module thawed")
 
 	// A module that is offline.
-	if _, _, err := rc.module.Stop(10 * time.Second); err != nil {
+	if _, _, err := rc.module.Stop(stopGrace); err != nil {
 		t.Fatal(err)
 	}
 	if err := rc.emu.WaitConnectedState(ctx, edgeDevice, moduleID, false); err != nil {
@@ -545,7 +545,7 @@ func TestRelayRestart(t *testing.T) {
 	time.Sleep(time.Second) // let it stream
 
 	stopped := time.Now()
-	code, took, err := rc.relay.Stop(10 * time.Second)
+	code, took, err := rc.relay.Stop(stopGrace)
 	if err != nil || code != 0 {
 		t.Errorf("relay stop: exit %d after %s, %v; want 0", code, took, err)
 	}
