@@ -1,8 +1,8 @@
 // Package testutil holds the helpers the tests module's tests share, so that
 // each exists once: throw-away certificates ([NewCA], [CA.Issue],
 // [CA.WriteFiles], [WriteCert]), a goroutine-safe log sink ([LogBuffer],
-// [LogBuffer.Logger], [LogBuffer.Logged]), polling against a deadline
-// ([WaitUntil]) and a sleep that ends with its context ([Sleep]).
+// [LogBuffer.Logger]), polling against a deadline ([WaitUntil]) and a sleep
+// that ends with its context ([Sleep]).
 //
 // It is test code. Everything in the tests module is: the *_test.go files,
 // the fixtures they drive (testcloud, harness) and the benchmark driver

@@ -3,7 +3,6 @@ package testutil
 import (
 	"bytes"
 	"log/slog"
-	"strings"
 	"sync"
 )
 
@@ -26,11 +25,6 @@ func (l *LogBuffer) String() string {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return l.b.String()
-}
-
-// Logged reports whether substr was written so far.
-func (l *LogBuffer) Logged(substr string) bool {
-	return strings.Contains(l.String(), substr)
 }
 
 // Logger returns a JSON logger at debug level writing to l, so that a test
