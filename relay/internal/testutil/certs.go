@@ -27,19 +27,14 @@ type Cert struct {
 	KeyPEM  []byte // one PKCS #8 PRIVATE KEY block
 }
 
-// CertOptions describes a certificate to make.
+// CertOptions describes a certificate to make. Its subject's CN is
+// "test <serial in hex>"; it is valid from an hour before to an hour after
+// now.
 type CertOptions struct {
 	// Serial is the serial number; zero picks a fresh one.
 	Serial int64
-	// CommonName is the subject's CN; empty means "test <serial in hex>".
-	CommonName string
 	// Hosts are DNS names or IP addresses the certificate is valid for.
 	Hosts []string
-	// CA makes a certificate that can sign others.
-	CA bool
-	// NotBefore and NotAfter bound its validity; zero means an hour before
-	// and after now.
-	NotBefore, NotAfter time.Time
 }
 
 // serials hands out serial numbers unique within the test binary, so that
@@ -49,26 +44,27 @@ var serials atomic.Int64
 // NewCA returns a CA certificate for issuing test leaves.
 func NewCA(t testing.TB) *Cert {
 	t.Helper()
-	return makeCert(t, CertOptions{CommonName: "test CA", CA: true}, nil)
+	return makeCert(t, CertOptions{}, true, nil)
 }
 
 // Issue returns a server and client leaf signed by ca, valid for hosts
 // (DNS names or IP addresses).
 func (ca *Cert) Issue(t testing.TB, hosts ...string) *Cert {
 	t.Helper()
-	return makeCert(t, CertOptions{Hosts: hosts}, ca)
+	return makeCert(t, CertOptions{Hosts: hosts}, false, ca)
 }
 
 // NewSelfSigned returns a certificate signed by its own key that is also
 // its own CA, so that a client can trust exactly the certificates a test
-// made (see Pool).
+// made (see PoolFromPEM).
 func NewSelfSigned(t testing.TB, o CertOptions) *Cert {
 	t.Helper()
-	o.CA = true
-	return makeCert(t, o, nil)
+	return makeCert(t, o, true, nil)
 }
 
-func makeCert(t testing.TB, o CertOptions, parent *Cert) *Cert {
+// makeCert makes a certificate of o that can sign others when isCA,
+// signed by parent or, when nil, by its own key.
+func makeCert(t testing.TB, o CertOptions, isCA bool, parent *Cert) *Cert {
 	t.Helper()
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
@@ -77,26 +73,18 @@ func makeCert(t testing.TB, o CertOptions, parent *Cert) *Cert {
 	if o.Serial == 0 {
 		o.Serial = 0x1000 + serials.Add(1)
 	}
-	if o.CommonName == "" {
-		o.CommonName = fmt.Sprintf("test %X", o.Serial)
-	}
-	if o.NotBefore.IsZero() {
-		o.NotBefore = time.Now().Add(-time.Hour)
-	}
-	if o.NotAfter.IsZero() {
-		o.NotAfter = time.Now().Add(time.Hour)
-	}
+	now := time.Now()
 	tmpl := &x509.Certificate{
 		SerialNumber:          big.NewInt(o.Serial),
-		Subject:               pkix.Name{CommonName: o.CommonName},
-		NotBefore:             o.NotBefore,
-		NotAfter:              o.NotAfter,
+		Subject:               pkix.Name{CommonName: fmt.Sprintf("test %X", o.Serial)},
+		NotBefore:             now.Add(-time.Hour),
+		NotAfter:              now.Add(time.Hour),
 		KeyUsage:              x509.KeyUsageDigitalSignature,
 		ExtKeyUsage:           []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth},
 		BasicConstraintsValid: true,
-		IsCA:                  o.CA,
+		IsCA:                  isCA,
 	}
-	if o.CA {
+	if isCA {
 		tmpl.KeyUsage |= x509.KeyUsageCertSign
 	}
 	for _, h := range o.Hosts {
@@ -141,15 +129,6 @@ func (c *Cert) WriteFiles(t testing.TB, dir string) (certFile, keyFile string) {
 		}
 	}
 	return certFile, keyFile
-}
-
-// Pool returns a pool trusting exactly certs.
-func Pool(certs ...*Cert) *x509.CertPool {
-	p := x509.NewCertPool()
-	for _, c := range certs {
-		p.AddCert(c.Cert)
-	}
-	return p
 }
 
 // CertPEM encodes a DER certificate (such as httptest.Server's

@@ -12,5 +12,8 @@
 //
 // Every helper fails the test through testing.TB instead of returning
 // errors, and bounds its waits by the test's context, never by a wall
-// clock of its own: a loaded machine makes tests slower, not red.
+// clock of its own: a loaded machine makes tests slower, not red. The
+// leak checks, which run after the test's context, are the exception:
+// they give goroutines leakWait (15 s) to end, far beyond any scheduling
+// delay.
 package testutil

@@ -25,7 +25,7 @@ func CheckGoroutines(t testing.TB) {
 		deadline := time.Now().Add(leakWait)
 		for runtime.NumGoroutine() > before {
 			if time.Now().After(deadline) {
-				t.Errorf("%d goroutines left running, %d before the test:\n%s", runtime.NumGoroutine(), before, stacks())
+				t.Errorf("%d goroutines left running, %d before the test:\n%s", runtime.NumGoroutine(), before, Stacks())
 				return
 			}
 			time.Sleep(20 * time.Millisecond)
@@ -55,7 +55,7 @@ func leakedGoroutines(marker string, wait time.Duration) string {
 	deadline := time.Now().Add(wait)
 	for {
 		var leaked []string
-		for g := range strings.SplitSeq(stacks(), "\n\n") {
+		for g := range strings.SplitSeq(Stacks(), "\n\n") {
 			if strings.Contains(g, marker) && !strings.Contains(g, "testutil.leakedGoroutines") && !strings.Contains(g, ".TestMain(") {
 				leaked = append(leaked, g)
 			}
@@ -67,8 +67,10 @@ func leakedGoroutines(marker string, wait time.Duration) string {
 	}
 }
 
-// stacks returns every goroutine's stack, however many there are.
-func stacks() string {
+// Stacks returns every goroutine's stack, as runtime.Stack formats them,
+// however many there are: for leak reports, and for tests that count
+// goroutines of one kind.
+func Stacks() string {
 	buf := make([]byte, 1<<20)
 	for {
 		n := runtime.Stack(buf, true)
@@ -78,7 +80,3 @@ func stacks() string {
 		buf = make([]byte, 2*len(buf))
 	}
 }
-
-// Stacks returns every goroutine's stack, as runtime.Stack formats them,
-// however many there are: for tests that count goroutines of one kind.
-func Stacks() string { return stacks() }

@@ -45,11 +45,11 @@ func TestCerts(t *testing.T) {
 	ca := NewCA(t)
 	leaf := ca.Issue(t, "localhost", "127.0.0.1")
 	for _, host := range []string{"localhost", "127.0.0.1"} {
-		if _, err := leaf.Cert.Verify(x509.VerifyOptions{Roots: Pool(ca), DNSName: host}); err != nil {
+		if _, err := leaf.Cert.Verify(x509.VerifyOptions{Roots: PoolFromPEM(t, ca.CertPEM), DNSName: host}); err != nil {
 			t.Errorf("leaf for %s: %v", host, err)
 		}
 	}
-	if _, err := leaf.Cert.Verify(x509.VerifyOptions{Roots: Pool(NewCA(t)), DNSName: "localhost"}); err == nil {
+	if _, err := leaf.Cert.Verify(x509.VerifyOptions{Roots: PoolFromPEM(t, NewCA(t).CertPEM), DNSName: "localhost"}); err == nil {
 		t.Error("leaf verifies against another CA")
 	}
 	self := NewSelfSigned(t, CertOptions{Serial: 0xA, Hosts: []string{"localhost"}})
