@@ -184,15 +184,14 @@ func Upload(ctx context.Context, addr string, cam *Camera, w Window) (Rate, erro
 
 // measure counts how far counter advances in w.
 func measure(ctx context.Context, counter func() int64, ended func() bool, w Window) (Rate, error) {
-	sleep := func(d time.Duration) error { return testutil.Sleep(ctx, d) }
-	if err := sleep(w.Warmup); err != nil {
+	if err := testutil.Sleep(ctx, w.Warmup); err != nil {
 		return Rate{}, err
 	}
 	if w.OnStart != nil {
 		w.OnStart()
 	}
 	b0, t0 := counter(), time.Now()
-	err := sleep(w.Duration)
+	err := testutil.Sleep(ctx, w.Duration)
 	r := Rate{Bytes: counter() - b0, Elapsed: time.Since(t0)}
 	if w.OnStop != nil {
 		w.OnStop()

@@ -459,7 +459,7 @@ func (e *env) startTLSForwarders(ctx context.Context) error {
 }
 
 // writeCerts writes a CA and a server certificate for 127.0.0.1 and localhost
-// (ECDSA P-256, as the relay's --self-signed) for chisel's TLS.
+// (ECDSA P-256, as the relay's --self-signed) for chisel's and tlsfwd's TLS.
 func writeCerts(dir string) (caFile, certFile, keyFile string, err error) {
 	ca, err := testutil.NewCA("bench CA")
 	if err != nil {
