@@ -26,8 +26,9 @@ import (
 const testKey = "c2VjcmV0LWtleS1mb3ItdGVzdHMtb25seS0xMjM0NTY=" // base64("secret-key-for-tests-only-123456")
 
 // handshake runs a TLS handshake of cfg against a server presenting a
-// certificate ca issued for "gateway.test", over loopback TCP (net.Pipe is unbuffered and deadlocks when the
-// client rejects the server's flight while the server is still writing it).
+// certificate ca issued for "gateway.test", over loopback TCP (net.Pipe is
+// unbuffered and deadlocks when the client rejects the server's flight while
+// the server is still writing it).
 func handshake(t *testing.T, ctx context.Context, cfg *tls.Config, ca *testutil.CA) error {
 	t.Helper()
 	server := ca.Leaf(t, "gateway.test")
@@ -279,7 +280,7 @@ func TestConnectionStringModes(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	ca := testutil.NewCA(t, "test CA")
-	caFile := testutil.WriteFile(t, "ca.pem", ca.PEM)
+	caFile := ca.WriteFile(t, "ca.pem")
 	badCA := testutil.WriteFile(t, "bad.pem", []byte("not a certificate"))
 
 	tests := []struct {

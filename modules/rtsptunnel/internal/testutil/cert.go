@@ -50,7 +50,7 @@ func NewCA(t testing.TB, name string) *CA {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ca := &CA{Cert: cert, PEM: CertPEM(cert), key: key}
+	ca := &CA{Cert: cert, PEM: certPEM(cert), key: key}
 	ca.serial.Store(1)
 	return ca
 }
@@ -93,13 +93,6 @@ func (ca *CA) Leaf(t testing.TB, hosts ...string) tls.Certificate {
 	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key, Leaf: leaf}
 }
 
-// Pool returns a certificate pool holding only ca.
-func (ca *CA) Pool() *x509.CertPool {
-	p := x509.NewCertPool()
-	p.AddCert(ca.Cert)
-	return p
-}
-
 // WriteFile writes ca's PEM to a new file name in a temporary directory and
 // returns its path.
 func (ca *CA) WriteFile(t testing.TB, name string) string {
@@ -107,8 +100,8 @@ func (ca *CA) WriteFile(t testing.TB, name string) string {
 	return WriteFile(t, name, ca.PEM)
 }
 
-// CertPEM returns the PEM encoding of certs, in order.
-func CertPEM(certs ...*x509.Certificate) []byte {
+// certPEM returns the PEM encoding of certs, in order.
+func certPEM(certs ...*x509.Certificate) []byte {
 	var b []byte
 	for _, c := range certs {
 		b = append(b, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: c.Raw})...)
@@ -121,5 +114,5 @@ func CertPEM(certs ...*x509.Certificate) []byte {
 // certificate as a CA file.
 func WriteCertFile(t testing.TB, name string, certs ...*x509.Certificate) string {
 	t.Helper()
-	return WriteFile(t, name, CertPEM(certs...))
+	return WriteFile(t, name, certPEM(certs...))
 }

@@ -37,11 +37,6 @@ func (s *LogBuffer) Logger() *slog.Logger {
 	return slog.New(slog.NewJSONHandler(s, &slog.HandlerOptions{Level: slog.LevelDebug}))
 }
 
-// Logged reports whether substr appears in anything written so far.
-func (s *LogBuffer) Logged(substr string) bool {
-	return strings.Contains(s.String(), substr)
-}
-
 // Lines returns the JSON log lines written so far, decoded; a line that is
 // not a JSON object fails the test.
 func (s *LogBuffer) Lines(t testing.TB) []map[string]any {
