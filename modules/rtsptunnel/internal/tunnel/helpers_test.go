@@ -144,11 +144,17 @@ func floodCamera(peer net.Conn) (written *atomic.Int64, done <-chan struct{}) {
 // waitStalled waits until the camera's writes stall: written is above zero
 // and has not moved for five polls 100 ms apart (half a second, so that a
 // busy machine that merely paused the writer is not taken for a stall), and
-// returns it.
-func waitStalled(written *atomic.Int64) int64 {
+// returns it. Writes that never stall (a tunnel that buffers without bound)
+// fail the test when ctx ends.
+func waitStalled(t *testing.T, ctx context.Context, written *atomic.Int64) int64 {
+	t.Helper()
 	prev, same := int64(-1), 0
 	for {
-		time.Sleep(100 * time.Millisecond)
+		select {
+		case <-ctx.Done():
+			t.Fatalf("the camera's writes never stalled: %d bytes written", written.Load())
+		case <-time.After(100 * time.Millisecond):
+		}
 		cur := written.Load()
 		if cur != prev || cur == 0 {
 			prev, same = cur, 0

@@ -361,7 +361,7 @@ func TestSpliceBackpressure(t *testing.T) {
 	runtime.GC()
 	var before, after runtime.MemStats
 	runtime.ReadMemStats(&before)
-	stalledAt := waitStalled(written)
+	stalledAt := waitStalled(t, ctx, written)
 	if stalledAt > 1<<20 {
 		t.Errorf("camera wrote %d bytes into a stalled tunnel; want a bound near one buffer", stalledAt)
 	}
@@ -434,7 +434,7 @@ func TestSpliceAbortStalledRemote(t *testing.T) {
 			defer shutdown()
 			done := startSplice(spliceCtx, camera, client, SpliceOptions{CloseTimeout: 200 * time.Millisecond})
 			written, _ := floodCamera(peer)
-			waitStalled(written)
+			waitStalled(t, ctx, written)
 			start := time.Now()
 			tc.end(t, shutdown, server)
 			res := awaitResult(t, ctx, done)
