@@ -570,8 +570,7 @@ func TestRun(t *testing.T) {
 		}
 	})
 	t.Run("start failure", func(t *testing.T) {
-		busy, _ := net.Listen("tcp", "127.0.0.1:0")
-		defer busy.Close()
+		busy := testutil.Listen(t)
 		var out, errOut bytes.Buffer
 		env := map[string]string{"IOTHUB_SERVICE_CONNECTION_STRING": "HostName=h;SharedAccessKeyName=s;SharedAccessKey=a2V5"}
 		code := Run(ctx, []string{"--insecure-ws", "--allow-anonymous", "--ws-listen", "127.0.0.1:0", "--metrics-listen", "", "--rtsp-listen", "127.0.0.1:0",

@@ -55,17 +55,13 @@ func TestServer(t *testing.T) {
 }
 
 func TestInitializeListenError(t *testing.T) {
-	busy, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer busy.Close()
+	busy := testutil.Listen(t)
 	s := &Server{
 		Listeners: []Listener{{"ok", "127.0.0.1:0"}, {"clash", busy.Addr().String()}},
 		Logger:    slog.New(slog.NewTextHandler(io.Discard, nil)),
 		Handle:    func(context.Context, string, net.Conn) {},
 	}
-	err = s.Initialize()
+	err := s.Initialize()
 	if err == nil || !strings.Contains(err.Error(), "camera clash") {
 		t.Fatalf("Initialize: %v, want an error naming camera clash", err)
 	}
