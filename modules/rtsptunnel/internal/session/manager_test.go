@@ -242,11 +242,7 @@ func TestOpenAndCarry(t *testing.T) {
 
 // TestOpenFailures checks the answers when a dial fails.
 func TestOpenFailures(t *testing.T) {
-	closedPort := func() string {
-		ln, _ := net.Listen("tcp", "127.0.0.1:0")
-		defer ln.Close()
-		return ln.Addr().String()
-	}()
+	closedPort := testutil.FreeAddr(t) // nothing listens: the dial is refused
 	for _, tc := range []struct {
 		name     string
 		mutate   func(*settings.Settings)
