@@ -265,6 +265,27 @@ func rtspURL(s *testcloud.Session) string {
 // that hangs still fails.
 const stopGrace = 30 * time.Second
 
+// stopModule sends the module SIGTERM and checks a clean exit: code 0 within
+// stopGrace, and no shutdown step that ran into its bound. The steps are each
+// bounded (4.5 s in all, under IoT Edge's 10 s) and, with every peer
+// answering at once, end in well under a second: stopGrace only catches a
+// step without a bound, which never ends; a step that hit its bound is
+// caught by outcome, its warning. It returns how long the exit took.
+func (c *chain) stopModule() time.Duration {
+	c.t.Helper()
+	code, took, err := c.module.Stop(stopGrace)
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	if out := c.module.Output(); strings.Contains(out, "did not all close in time") || strings.Contains(out, "failed to flush") {
+		c.t.Error("a shutdown step ran into its bound (see the module's output)")
+	}
+	if code != 0 {
+		c.t.Errorf("exit code %d after SIGTERM, want 0", code)
+	}
+	return took
+}
+
 // mustPlay fails the test unless ffprobe reads 2 s of video from url: at
 // least 25 packets of the camera's 25 fps, ffprobe's start-up costing a few.
 // ffprobe counts stream time, so a loaded machine only makes it slower.

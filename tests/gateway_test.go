@@ -201,11 +201,7 @@ func TestSharedModuleLoss(t *testing.T) {
 
 	// One player reads for longer than the test needs; it is stopped at the end.
 	playCtx, stopPlayer := context.WithCancel(ctx)
-	playerDone := make(chan error, 1)
-	go func() {
-		_, err := harness.FFProbe(playCtx, rc.doorURL("alice", rc.password), 3*time.Minute)
-		playerDone <- err
-	}()
+	player := harness.StartFFProbe(playCtx, rc.doorURL("alice", rc.password), 3*time.Minute)
 	live := func() bool {
 		return metricValue(rc.relayMetrics(ctx), `relay_upstream_state{camera="door",state="live"}`) == 1
 	}
@@ -258,7 +254,7 @@ func TestSharedModuleLoss(t *testing.T) {
 	}
 
 	stopPlayer()
-	<-playerDone
+	player.Wait()
 	testutil.WaitUntil(t, ctx, "the upstream to close after the linger", func() bool {
 		return metricValue(rc.relayMetrics(ctx), `relay_upstream_state{camera="door",state="idle"}`) == 1
 	})

@@ -99,9 +99,6 @@ func StartFFProbe(ctx context.Context, url string, dur time.Duration) *Backgroun
 	return b
 }
 
-// Done is closed when ffprobe has ended.
-func (b *BackgroundProbe) Done() <-chan struct{} { return b.done }
-
 // Wait waits for ffprobe to end and returns what [FFProbe] returned.
 func (b *BackgroundProbe) Wait() (Probe, error) {
 	<-b.done
