@@ -213,7 +213,8 @@ func (e *gateEnv) connect(t *testing.T, secure bool) *gatePlayer {
 	return e.connectCtx(testutil.Context(t, gateTimeout), t, secure)
 }
 
-// connectCtx is connect within ctx.
+// connectCtx is connect within ctx, for a test that needs longer than
+// gateTimeout.
 func (e *gateEnv) connectCtx(ctx context.Context, t *testing.T, secure bool) *gatePlayer {
 	t.Helper()
 	client, server := gateTCPPair(ctx, t)
@@ -758,10 +759,7 @@ func TestGateTooManyAttempts(t *testing.T) {
 func TestGateLogsNoSecrets(t *testing.T) {
 	// The Basic check runs bcrypt cost 12: seconds under the race detector.
 	e := newGateEnv(t, func(_ *auth.Verifier, _ *auth.Limiter, g *Gate) { g.Timeout = time.Minute })
-	ctx := testutil.Context(t, 2*time.Minute)
-	client, server := gateTCPPair(ctx, t)
-	wait := startGateAdmit(ctx, t, e.gate, server, true)
-	p := newGatePlayer(t, client)
+	p := e.connectCtx(testutil.Context(t, 2*time.Minute), t, true)
 
 	const wrongBasic, wrongDigest = "not-the-password-1", "not-the-password-2"
 	basic := func(pass string) string {
@@ -778,7 +776,7 @@ func TestGateLogsNoSecrets(t *testing.T) {
 	res = p.response()
 	checkGateChallenge(t, res, 2, true, false)
 	p.send(gateWithCredentials(t, res, "alice", gateAlicePassword, "DESCRIBE", 3))
-	if r := wait(); r.err != nil {
+	if r := p.wait(); r.err != nil {
 		t.Fatal(r.err)
 	}
 
