@@ -192,7 +192,7 @@ func TestRotation(t *testing.T) {
 			certFile, keyFile := l.setup(t, dir, a)
 			logs := &testutil.LogBuffer{}
 			clock := testutil.NewClock(time.Date(2030, 1, 1, 0, 0, 0, 0, time.UTC))
-			r := &Reloader{CertFile: certFile, KeyFile: keyFile, Logger: slog.New(slog.NewJSONHandler(logs, nil)),
+			r := &Reloader{CertFile: certFile, KeyFile: keyFile, Logger: logs.Logger(slog.LevelInfo),
 				CheckInterval: time.Minute, Now: clock.Now}
 			if err := r.Initialize(); err != nil {
 				t.Fatal(err)
@@ -350,7 +350,7 @@ func TestGetCertificateIsCheap(t *testing.T) {
 	certFile, keyFile := layouts[0].setup(t, dir, a)
 	logs := &testutil.LogBuffer{}
 	clock := testutil.NewClock(time.Unix(0, 0))
-	r := &Reloader{CertFile: certFile, KeyFile: keyFile, Logger: slog.New(slog.NewJSONHandler(logs, nil)), Now: clock.Now}
+	r := &Reloader{CertFile: certFile, KeyFile: keyFile, Logger: logs.Logger(slog.LevelInfo), Now: clock.Now}
 	if err := r.Initialize(); err != nil {
 		t.Fatal(err)
 	}
