@@ -13,6 +13,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"net/netip"
 	"net/url"
 	"os"
 	"os/exec"
@@ -180,8 +181,11 @@ func (rc *relayChain) holdPorts() {
 		if err := unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_REUSEADDR, 1); err != nil {
 			rc.t.Fatalf("SO_REUSEADDR to hold %s: %v", addr, err)
 		}
-		sa := &unix.SockaddrInet4{Addr: [4]byte{127, 0, 0, 1}, Port: port(rc.t, addr)}
-		if err := unix.Bind(fd, sa); err != nil {
+		ap, err := netip.ParseAddrPort(addr)
+		if err != nil || !ap.Addr().Is4() {
+			rc.t.Fatalf("holding the stopped relay's port %s: want an IPv4 address and port (%v)", addr, err)
+		}
+		if err := unix.Bind(fd, &unix.SockaddrInet4{Addr: ap.Addr().As4(), Port: int(ap.Port())}); err != nil {
 			rc.t.Fatalf("holding the stopped relay's port %s: %v (the relay's ports should be free)", addr, err)
 		}
 	}
