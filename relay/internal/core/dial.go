@@ -116,8 +116,10 @@ func (s *Server) Dial(ctx context.Context, camera string) (*Tunnel, error) {
 	fail := func(log *slog.Logger, out string, reason string, m *methodResult) error {
 		attrs := []any{"outcome", out, "reason", reason, "duration", time.Since(start).Round(time.Millisecond).String()}
 		attrs = append(attrs, methodAttrs(m)...)
-		log.Warn("session closed", attrs...)
+		// Counted before it is logged: whoever sees the line (a test, an
+		// operator) finds the session in relay_sessions_total too.
 		s.Metrics.SessionsTotal.WithLabelValues(camera, out).Inc()
+		log.Warn("session closed", attrs...)
 		return &DialError{Camera: camera, Outcome: out, Reason: reason, MethodStatus: methodStatus(m)}
 	}
 	if !s.enter() {
@@ -423,8 +425,8 @@ func (t *Tunnel) End(reason string, goingAway bool) error {
 			"bytes_to_player", t.fromCameraN.Load(),
 		}
 		attrs = append(attrs, methodAttrs(t.method)...)
+		t.s.Metrics.SessionsTotal.WithLabelValues(t.sess.camera, metrics.OutcomeOK).Inc() // before the log line, as in Dial
 		t.log.Info("session closed", attrs...)
-		t.s.Metrics.SessionsTotal.WithLabelValues(t.sess.camera, metrics.OutcomeOK).Inc()
 	})
 	return err
 }
