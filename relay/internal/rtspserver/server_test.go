@@ -63,11 +63,6 @@ func testUsers(t *testing.T) []auth.User {
 // testTimeout is every test's deadline.
 const testTimeout = 30 * time.Second
 
-// newCamera starts the test's camera: H.264, a 1 KB packet every 5 ms.
-func newCamera(t *testing.T) *testutil.Camera {
-	return testutil.NewCamera(t, testutil.CameraOptions{PayloadSize: 1000})
-}
-
 // sndbufListener fixes the send buffer of the connections it accepts, so
 // that a player that stops reading fills it at once instead of after
 // megabytes of loopback autotuning.
@@ -105,7 +100,8 @@ type envOptions struct {
 // camera through a counting dialer.
 func newEnv(t *testing.T, o envOptions) *env {
 	t.Helper()
-	e := &env{cam: newCamera(t), logs: &testutil.LogBuffer{}}
+	// The camera: H.264, a 1 KB packet every 5 ms.
+	e := &env{cam: testutil.NewCamera(t, testutil.CameraOptions{PayloadSize: 1000}), logs: &testutil.LogBuffer{}}
 	var err error
 	if e.m, err = metrics.New(prometheus.NewRegistry()); err != nil {
 		t.Fatal(err)
