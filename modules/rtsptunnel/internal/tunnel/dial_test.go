@@ -84,9 +84,9 @@ func (rs *remoteServer) lastRequest() *http.Request {
 }
 
 func TestDialHeadersAndEcho(t *testing.T) {
-	ctx := testutil.Context(t, 10*time.Second)
+	ctx := testutil.Context(t, time.Minute)
 	rs := newRemoteServer(t, nil)
-	c, err := Dial(ctx, rs.wss("/tunnel/abc?sig=x"), DialOptions{Token: secretToken, UserAgent: UserAgent("1.2.3"), RootCAs: rs.roots(), HandshakeTimeout: 5 * time.Second})
+	c, err := Dial(ctx, rs.wss("/tunnel/abc?sig=x"), DialOptions{Token: secretToken, UserAgent: UserAgent("1.2.3"), RootCAs: rs.roots(), HandshakeTimeout: 30 * time.Second})
 	if err != nil {
 		t.Fatal(err)
 	}
