@@ -132,7 +132,7 @@ func newEnv(t *testing.T, o envOptions) *env {
 			Users: users,
 			Upstream: upstream.Source{
 				Camera: name,
-				URL:    &base.URL{Scheme: "rtsp", Host: "localhost:554", Path: "/stream"},
+				URL:    &base.URL{Scheme: "rtsp", Host: "localhost:554", Path: testutil.CameraPath},
 				Dial: func(ctx context.Context) (net.Conn, error) {
 					e.dials.Add(1)
 					var d net.Dialer
@@ -571,7 +571,7 @@ func TestInitializeErrors(t *testing.T) {
 	cam := func(users []string) *rtspserver.Camera {
 		return &rtspserver.Camera{Name: "door", Users: users, Upstream: upstream.Source{
 			Camera: "door",
-			URL:    &base.URL{Scheme: "rtsp", Host: "localhost:554", Path: "/stream"},
+			URL:    &base.URL{Scheme: "rtsp", Host: "localhost:554", Path: testutil.CameraPath},
 			Dial:   func(context.Context) (net.Conn, error) { return nil, errors.New("unused") },
 		}}
 	}

@@ -50,14 +50,12 @@ type CameraOptions struct {
 // anyone plays. It is closed when the test ends. Its exported fields may
 // be read and set by the test at any time.
 type Camera struct {
-	// Media is the one media it serves.
-	Media *description.Media
-
 	Plays  atomic.Int64 // PLAY requests accepted
 	Refuse atomic.Bool  // DESCRIBE answers 404 while set
 	Paused atomic.Bool  // nothing is written while set
 
-	o      CameraOptions // static after construction
+	o      CameraOptions      // static after construction
+	media  *description.Media // the one media it serves
 	srv    *gortsplib.Server
 	stream *gortsplib.ServerStream
 	ln     net.Listener // captured from gortsplib's Listen hook
@@ -83,7 +81,7 @@ func NewCamera(t testing.TB, o CameraOptions) *Camera {
 	}
 	c := &Camera{
 		o:     o,
-		Media: &description.Media{Type: description.MediaTypeVideo, Formats: []format.Format{o.Format}},
+		media: &description.Media{Type: description.MediaTypeVideo, Formats: []format.Format{o.Format}},
 		conns: map[*gortsplib.ServerConn]struct{}{},
 	}
 	c.srv = &gortsplib.Server{
@@ -98,7 +96,7 @@ func NewCamera(t testing.TB, o CameraOptions) *Camera {
 	if err := c.srv.Start(); err != nil {
 		t.Fatal(err)
 	}
-	c.stream = &gortsplib.ServerStream{Server: c.srv, Desc: &description.Session{Medias: []*description.Media{c.Media}}}
+	c.stream = &gortsplib.ServerStream{Server: c.srv, Desc: &description.Session{Medias: []*description.Media{c.media}}}
 	if err := c.stream.Initialize(); err != nil {
 		c.srv.Close()
 		t.Fatal(err)
@@ -160,7 +158,7 @@ func (c *Camera) writePacket() func(int) {
 	}
 	return func(i int) {
 		seq := uint16(i + 1)
-		c.stream.WritePacketRTP(c.Media, &rtp.Packet{
+		c.stream.WritePacketRTP(c.media, &rtp.Packet{
 			Header: rtp.Header{
 				Version: 2, Marker: true, PayloadType: c.o.Format.PayloadType(),
 				SequenceNumber: seq, Timestamp: uint32(seq) * 900, SSRC: 0x12345678,
@@ -185,7 +183,7 @@ func (c *Camera) writeFrame(enc *rtph264.Encoder, i int) {
 	}
 	for _, p := range pkts {
 		p.Timestamp = ts
-		c.stream.WritePacketRTP(c.Media, p)
+		c.stream.WritePacketRTP(c.media, p)
 	}
 }
 

@@ -150,7 +150,7 @@ func newEnv(t *testing.T, mod func(*upstream.Source)) *env {
 	t.Cleanup(relay.Close)
 	e.src = &upstream.Source{
 		Camera:          camName,
-		URL:             &base.URL{Scheme: "rtsp", Host: "localhost:554", Path: "/stream"},
+		URL:             &base.URL{Scheme: "rtsp", Host: "localhost:554", Path: testutil.CameraPath},
 		Dial:            e.dial.Dial,
 		Server:          relay,
 		Linger:          200 * time.Millisecond,
@@ -264,7 +264,7 @@ func TestInitializeRequiresFields(t *testing.T) {
 	full := func() *upstream.Source {
 		return &upstream.Source{
 			Camera:  camName,
-			URL:     &base.URL{Scheme: "rtsp", Host: "localhost:554", Path: "/stream"},
+			URL:     &base.URL{Scheme: "rtsp", Host: "localhost:554", Path: testutil.CameraPath},
 			Dial:    func(context.Context) (net.Conn, error) { return nil, errors.New("unused") },
 			Server:  &gortsplib.Server{},
 			Logger:  slog.New(slog.DiscardHandler),

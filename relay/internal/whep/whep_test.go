@@ -91,7 +91,7 @@ func newEnvWith(t testing.TB, forma format.Format, ice whep.ICE, prof testutil.C
 	t.Cleanup(relay.Close)
 	e.src = &upstream.Source{
 		Camera: "door",
-		URL:    &base.URL{Scheme: "rtsp", Host: "localhost:554", Path: "/stream"},
+		URL:    &base.URL{Scheme: "rtsp", Host: "localhost:554", Path: testutil.CameraPath},
 		Dial: func(ctx context.Context) (net.Conn, error) {
 			e.dials.Add(1)
 			var d net.Dialer
