@@ -165,13 +165,7 @@ func pingLoops() int {
 // context ends first.
 func waitPingLoops(ctx context.Context, t *testing.T, n int) {
 	t.Helper()
-	for pingLoops() != n {
-		select {
-		case <-ctx.Done():
-			t.Fatalf("%d ping loops running, want %d", pingLoops(), n)
-		case <-time.After(10 * time.Millisecond):
-		}
-	}
+	testutil.WaitFor(ctx, t, fmt.Sprintf("%d ping loops", n), func() bool { return pingLoops() == n })
 }
 
 // TestPingHealthyPeer: a module that reads answers pings, and a tunnel whose
