@@ -1,8 +1,8 @@
 // Package testutil holds the helpers that the relay's tests share: a
 // log sink with its slog logger, deadline and polling helpers, goroutine
 // leak checks, loopback TCP pairs, in-memory certificates (a CA, leaves
-// and self-signed pairs, also written as PEM files) and a real RTSP
-// camera (gortsplib's server sending H.264).
+// and self-signed pairs, also written as PEM files), a clock the test
+// sets and a real RTSP camera (gortsplib's server sending H.264).
 //
 // It is for *_test.go files only: no package of the relay's binary may
 // import it (TestNotInBinary checks that `go list -deps` of the main
