@@ -447,8 +447,13 @@ func TestExpiredToken(t *testing.T) {
 		return OpenResult{Status: 502}, nil
 	}, func(s *Server) { s.TokenTTL = 50 * time.Millisecond })
 	_, done := h.play(ctx, "cam1")
-	if err := <-got; !errors.Is(err, token.ErrExpired) {
-		t.Fatalf("late module: %v, want ErrExpired", err)
+	select {
+	case err := <-got:
+		if !errors.Is(err, token.ErrExpired) {
+			t.Fatalf("late module: %v, want ErrExpired", err)
+		}
+	case <-ctx.Done():
+		t.Fatal("timed out waiting for the late module's dial-back")
 	}
 	testutil.Wait(ctx, t, done, "HandlePlayer")
 }
